@@ -1,0 +1,92 @@
+/* app.h: the FastCGI worker's request context, response writer and handler table types. */
+#ifndef CM_APP_H
+#define CM_APP_H
+
+#include <fcgiapp.h>
+#include "cm.h"
+#include "cm_config.h"
+#include "db.h"
+#include "json.h"
+
+struct cm_app {
+	struct cm_config cfg;
+	struct cm_db db;
+	char runner_sock[512];
+	char htpasswd[512];
+	unsigned char cursor_key[32];
+};
+
+#define CM_MAX_QUERY 16
+#define CM_MAX_PARAMS 4
+
+struct cm_req {
+	FCGX_Request *fr;
+	struct cm_app *app;
+	char method[16]; /* copied: FastCGI params are gone once the response is finished */
+	char path[1024];
+	char request_id[40];
+	char user[128];
+	char remote_addr[64];
+	int64_t start_ms;
+	/* query string, decoded */
+	int nquery;
+	struct {
+		char key[64];
+		char val[1024];
+	} query[CM_MAX_QUERY];
+	/* path parameters captured by the router */
+	char params[CM_MAX_PARAMS][128];
+	/* body (read on demand) */
+	struct cm_buf body;
+	/* what the audit row records */
+	int status;
+	char error_code[48];
+	char cuid[40];
+	char action[48];
+	int64_t job_id;
+	bool responded;
+};
+
+/* Response writers. Each sends the whole response; call exactly one of them once. */
+void cm_respond(struct cm_req *r, int status, const char *content_type, const char *extra_headers,
+		const char *body, size_t len);
+void cm_respond_json(struct cm_req *r, int status, const char *extra_headers, const char *json);
+/* The one place an error becomes the JSON error body (seed 004's schema). */
+void cm_respond_error(struct cm_req *r, const struct cm_error *err, const char *extra_headers);
+int cm_respond_errorf(struct cm_req *r, int status, const char *kind, const char *code, const char *field,
+		      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Reads the request body (bounded by MAX_BODY_BYTES). Returns 0, or -1 with err (413/400). */
+int cm_req_read_body(struct cm_req *r, struct cm_error *err);
+/* Parses the body as JSON (an empty body gives NULL with no error when allow_empty). */
+yajl_val cm_req_json(struct cm_req *r, bool allow_empty, struct cm_error *err);
+const char *cm_req_query(struct cm_req *r, const char *key);
+const char *cm_req_header(struct cm_req *r, const char *cgi_name);
+/* Parses the query string; -1 with err on a malformed one. */
+int cm_req_parse_query(struct cm_req *r, const char *qs, struct cm_error *err);
+
+/* Basic-auth check against the htpasswd file (with a short-lived in-memory cache).
+ * Returns 0 and fills r->user, or -1 with err (401). */
+int cm_auth_check(struct cm_req *r, struct cm_error *err);
+
+/* Audit row for the finished request (after the response has been flushed). */
+void cm_audit_write(struct cm_req *r);
+
+/* Handlers. */
+typedef void (*cm_handler)(struct cm_req *r);
+void h_containers_create(struct cm_req *r);
+void h_containers_list(struct cm_req *r);
+void h_container_get(struct cm_req *r);
+void h_container_patch(struct cm_req *r);
+void h_container_delete(struct cm_req *r);
+void h_container_action(struct cm_req *r);
+void h_container_ports(struct cm_req *r);
+void h_container_status(struct cm_req *r);
+void h_healthz(struct cm_req *r);
+void h_version(struct cm_req *r);
+void h_auth(struct cm_req *r);
+
+/* Routes the request to its handler (404/405 JSON when none matches). */
+void cm_route(struct cm_req *r);
+
+#endif

@@ -1,0 +1,154 @@
+/* auth.c: HTTP basic auth against the htpasswd file (sha512-crypt or stronger).
+ * Verifying such a hash costs milliseconds, so a worker remembers credentials it has
+ * verified, in memory only, for a short time and only while the htpasswd file is unchanged. */
+#include "config.h"
+#include "app.h"
+
+#include <crypt.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define AUTH_CACHE_SLOTS 16
+#define AUTH_CACHE_TTL_MS 30000
+#define AUTH_MAX_HEADER 512
+
+struct auth_slot {
+	char header[AUTH_MAX_HEADER];
+	char user[128];
+	int64_t expires;
+};
+
+static struct auth_slot cache[AUTH_CACHE_SLOTS];
+static struct stat cache_stamp;
+static unsigned cache_next;
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	       a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_dev == b->st_dev;
+}
+
+static void cache_flush(void)
+{
+	explicit_bzero(cache, sizeof cache);
+}
+
+static int deny(struct cm_error *err, const char *code, const char *msg)
+{
+	return cm_err_set(err, 401, "auth_error", code, NULL, "%s", msg);
+}
+
+/* Looks user up in the htpasswd file; copies the hash. Returns 0 if found. */
+static int find_hash(const char *path, const char *user, char *hash, size_t hashsz)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	char line[1024];
+	int rc = -1;
+	size_t ul = strlen(user);
+	while (fgets(line, sizeof line, f)) {
+		if (!strncmp(line, user, ul) && line[ul] == ':') {
+			char *h = line + ul + 1;
+			h[strcspn(h, "\r\n:")] = '\0';
+			snprintf(hash, hashsz, "%s", h);
+			rc = 0;
+			break;
+		}
+	}
+	explicit_bzero(line, sizeof line);
+	fclose(f);
+	return rc;
+}
+
+static int b64_decode(const char *in, char *out, size_t outsz)
+{
+	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t o = 0;
+	for (const char *p = in; *p && *p != '='; p++) {
+		const char *q = strchr(tbl, *p);
+		if (!q)
+			return -1;
+		acc = (acc << 6) | (uint32_t)(q - tbl);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o + 1 >= outsz)
+				return -1;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+int cm_auth_check(struct cm_req *r, struct cm_error *err)
+{
+	if (r->app->cfg.auth_off) {
+		snprintf(r->user, sizeof r->user, "%s", "-");
+		return 0;
+	}
+	const char *hdr = cm_req_header(r, "HTTP_AUTHORIZATION");
+	if (!hdr || !*hdr)
+		return deny(err, "AUTH_REQUIRED", "Authentication required");
+	if (strncasecmp(hdr, "Basic ", 6))
+		return deny(err, "AUTH_REQUIRED", "Basic authentication required");
+	const char *cred = hdr + 6;
+	while (*cred == ' ')
+		cred++;
+	if (strlen(cred) >= AUTH_MAX_HEADER)
+		return deny(err, "INVALID_CREDENTIALS", "Invalid credentials");
+
+	struct stat st;
+	if (stat(r->app->htpasswd, &st) < 0)
+		return cm_err_set(err, 503, "auth_error", "AUTH_UNAVAILABLE", NULL, "credentials file is missing");
+	if (!same_file(&st, &cache_stamp)) {
+		cache_flush();
+		cache_stamp = st;
+	}
+	int64_t now = cm_monotonic_ms();
+	size_t cl = strlen(cred);
+	for (unsigned i = 0; i < AUTH_CACHE_SLOTS; i++) {
+		struct auth_slot *s = &cache[i];
+		if (s->expires > now && strlen(s->header) == cl && cm_consttime_eq(s->header, cred, cl)) {
+			snprintf(r->user, sizeof r->user, "%s", s->user);
+			return 0;
+		}
+	}
+
+	char plain[AUTH_MAX_HEADER];
+	int n = b64_decode(cred, plain, sizeof plain);
+	char *colon = n > 0 ? memchr(plain, ':', (size_t)n) : NULL;
+	if (!colon || memchr(plain, '\0', (size_t)n)) {
+		explicit_bzero(plain, sizeof plain);
+		return deny(err, "INVALID_CREDENTIALS", "Invalid credentials");
+	}
+	*colon = '\0';
+	const char *user = plain, *pass = colon + 1;
+	/* remember who tried, for the audit row */
+	if (cm_valid_utf8(user, strlen(user)))
+		snprintf(r->user, sizeof r->user, "%s", user);
+	char hash[512];
+	static struct crypt_data cd; /* large; one per worker process */
+	bool ok = false;
+	if (find_hash(r->app->htpasswd, user, hash, sizeof hash) == 0 && hash[0] == '$') {
+		const char *out = crypt_r(pass, hash, &cd);
+		ok = out && out[0] != '*' && strlen(out) == strlen(hash) && cm_consttime_eq(out, hash, strlen(hash));
+	}
+	explicit_bzero(&cd, sizeof cd);
+	explicit_bzero(plain + (colon - plain), (size_t)n - (size_t)(colon - plain));
+	explicit_bzero(hash, sizeof hash);
+	if (!ok) {
+		explicit_bzero(plain, sizeof plain);
+		return deny(err, "INVALID_CREDENTIALS", "Invalid credentials");
+	}
+	struct auth_slot *s = &cache[cache_next++ % AUTH_CACHE_SLOTS];
+	snprintf(s->header, sizeof s->header, "%s", cred);
+	snprintf(s->user, sizeof s->user, "%s", user);
+	s->expires = now + AUTH_CACHE_TTL_MS;
+	explicit_bzero(plain, sizeof plain);
+	return 0;
+}

@@ -1,0 +1,666 @@
+/* containers.c: the /containers resource. Reads come from SQLite; every change is a job
+ * for the runner, queued in one short write transaction and awaited. */
+#include "config.h"
+#include "app.h"
+#include "spec.h"
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#define LIST_DEFAULT 50
+#define LIST_MAX 500
+
+static const char *const known_status[] = {"creating", "created", "running", "paused", "restarting",
+					   "exited", "dead", "removing"};
+
+/* Validates the {cuid} path parameter; answers 400 itself when it is malformed. */
+static const char *path_cuid(struct cm_req *r)
+{
+	const char *c = r->params[0];
+	if (!cm_valid_cuid(c)) {
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_CUID", "cuid",
+				  "'%.40s' is not a container id (c followed by a UUID)",
+				  cm_valid_utf8(c, strlen(c)) ? c : "?");
+		return NULL;
+	}
+	snprintf(r->cuid, sizeof r->cuid, "%s", c);
+	return c;
+}
+
+typedef int (*pre_insert_fn)(struct cm_db *db, void *ctx, struct cm_error *err);
+
+/* Queues a job (plus whatever pre does in the same transaction), waits for it and
+ * returns 1 with *result on success; on failure answers the error itself and returns -1. */
+static int run_job(struct cm_req *r, const char *kind, const char *cuid, const char *args, long extra_wait,
+		   pre_insert_fn pre, void *ctx, char **result)
+{
+	struct cm_app *app = r->app;
+	struct cm_error err = {0};
+	if (cm_db_begin(&app->db, &err) < 0)
+		goto fail;
+	if (pre && pre(&app->db, ctx, &err) < 0) {
+		cm_db_rollback(&app->db);
+		goto fail;
+	}
+	int64_t id = cm_job_insert(&app->db, kind, cuid, args, r->request_id, r->user, &err);
+	if (id < 0) {
+		cm_db_rollback(&app->db);
+		goto fail;
+	}
+	if (cm_db_commit(&app->db, &err) < 0)
+		goto fail;
+	r->job_id = id;
+	if (cm_job_wait(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, &err) < 0)
+		goto fail;
+	struct cm_error job_err = {0};
+	int ok = cm_job_outcome(&app->db, id, result, &job_err, &err);
+	if (ok < 0)
+		goto fail;
+	if (!ok) {
+		cm_respond_error(r, &job_err, NULL);
+		return -1;
+	}
+	return 1;
+fail:
+	cm_respond_error(r, &err, NULL);
+	return -1;
+}
+
+/* Answers with the container row (status code given), ETag and optional Location. */
+static void respond_container(struct cm_req *r, const char *cuid, int status, bool location)
+{
+	static const char *sql = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE cuid = ?";
+	struct cm_error err;
+	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, &err);
+	if (!st) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	sqlite3_bind_text(st, 1, cuid, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		if (rc == SQLITE_DONE)
+			cm_respond_errorf(r, 404, "not_found", "CONTAINER_NOT_FOUND", "cuid", "container %s not found", cuid);
+		else
+			cm_respond_error(r, (cm_db_fail(&r->app->db, &err, "read container"), &err), NULL);
+		return;
+	}
+	yajl_gen g = cm_jg_new();
+	cm_store_emit_container(g, st);
+	char hdr[256];
+	int n = snprintf(hdr, sizeof hdr, "ETag: \"%lld\"\r\n", (long long)sqlite3_column_int64(st, CC_VERSION));
+	if (location)
+		snprintf(hdr + n, sizeof hdr - (size_t)n, "Location: /containers/%s\r\n", cuid);
+	sqlite3_reset(st);
+	char *body = cm_jg_finish(g);
+	if (!body) {
+		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
+		return;
+	}
+	cm_respond_json(r, status, hdr, body);
+	free(body);
+}
+
+struct create_ctx {
+	const char *cuid;
+	struct cm_spec *spec;
+	const char *user;
+};
+
+static int insert_container(struct cm_db *db, void *vctx, struct cm_error *err)
+{
+	static const char *ins = "INSERT INTO containers(cuid, image, command, env, tags, cpus, memory, pids, "
+				 "ports, status, created_at, updated_at, owner) "
+				 "VALUES (?,?,?,?,?,?,?,?,?,'creating',?,?,?)";
+	static const char *tag = "INSERT INTO container_tags(tag, seq) SELECT value, ? FROM json_each(?)";
+	struct create_ctx *c = vctx;
+	sqlite3_stmt *st = cm_db_stmt(db, ins, err);
+	if (!st)
+		return -1;
+	int64_t now = cm_now_ms();
+	sqlite3_bind_text(st, 1, c->cuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, c->spec->image, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, c->spec->command, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, c->spec->env, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, c->spec->tags, -1, SQLITE_STATIC);
+	if (c->spec->cpus > 0)
+		sqlite3_bind_double(st, 6, c->spec->cpus);
+	sqlite3_bind_int64(st, 7, c->spec->memory);
+	sqlite3_bind_int64(st, 8, c->spec->pids);
+	sqlite3_bind_text(st, 9, c->spec->ports, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 10, now);
+	sqlite3_bind_int64(st, 11, now);
+	sqlite3_bind_text(st, 12, c->user, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		return cm_db_fail(db, err, "insert container");
+	int64_t seq = sqlite3_last_insert_rowid(db->h);
+	st = cm_db_stmt(db, tag, err);
+	if (!st)
+		return -1;
+	sqlite3_bind_int64(st, 1, seq);
+	sqlite3_bind_text(st, 2, c->spec->tags, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		return cm_db_fail(db, err, "insert tags");
+	return 0;
+}
+
+void h_containers_create(struct cm_req *r)
+{
+	struct cm_error err = {0};
+	yajl_val req = cm_req_json(r, false, &err);
+	if (!req) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	struct cm_spec spec;
+	int rc = cm_spec_from_create(&r->app->cfg, req, &spec, &err);
+	yajl_tree_free(req);
+	if (rc < 0) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	char cuid[38];
+	if (cm_new_cuid(cuid) < 0) {
+		cm_spec_free(&spec);
+		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "no randomness available");
+		return;
+	}
+	snprintf(r->cuid, sizeof r->cuid, "%s", cuid);
+	struct create_ctx ctx = {cuid, &spec, r->user};
+	char *result = NULL;
+	rc = run_job(r, "create", cuid, "{}", 0, insert_container, &ctx, &result);
+	cm_spec_free(&spec);
+	free(result);
+	if (rc > 0)
+		respond_container(r, cuid, 201, true);
+}
+
+/* ---- listing and cursors ---- */
+
+struct cursor {
+	int64_t seq;
+	int64_t expires; /* unix seconds */
+	uint32_t filter;
+};
+
+static uint32_t fnv1a(const char *a, const char *b)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = a ? a : ""; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ '|') * 16777619u;
+	for (const char *p = b ? b : ""; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h;
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* Cursor token: base64url(seq | expires | filter hash | HMAC-SHA256[0..16)). Stateless, so a
+ * cursor from one worker works on every other; the key lives in SQLite (settings). */
+static void cursor_encode(struct cm_app *app, const struct cursor *c, char out[64])
+{
+	unsigned char raw[36];
+	put64(raw, (uint64_t)c->seq);
+	put64(raw + 8, (uint64_t)c->expires);
+	raw[16] = (unsigned char)(c->filter >> 24);
+	raw[17] = (unsigned char)(c->filter >> 16);
+	raw[18] = (unsigned char)(c->filter >> 8);
+	raw[19] = (unsigned char)c->filter;
+	unsigned char mac[32];
+	cm_hmac_sha256(app->cursor_key, sizeof app->cursor_key, raw, 20, mac);
+	memcpy(raw + 20, mac, 16);
+	cm_b64url_encode(out, raw, sizeof raw);
+}
+
+static int cursor_decode(struct cm_app *app, const char *tok, struct cursor *c, struct cm_error *err)
+{
+	unsigned char raw[40];
+	if (strlen(tok) != 48 || cm_b64url_decode(raw, sizeof raw, tok) != 36)
+		return cm_err_validation(err, "INVALID_CURSOR", "cursor", "cursor is malformed");
+	unsigned char mac[32];
+	cm_hmac_sha256(app->cursor_key, sizeof app->cursor_key, raw, 20, mac);
+	if (!cm_consttime_eq(mac, raw + 20, 16))
+		return cm_err_validation(err, "INVALID_CURSOR", "cursor", "cursor is not valid");
+	c->seq = (int64_t)get64(raw);
+	c->expires = (int64_t)get64(raw + 8);
+	c->filter = ((uint32_t)raw[16] << 24) | ((uint32_t)raw[17] << 16) | ((uint32_t)raw[18] << 8) | raw[19];
+	if (c->expires < cm_now_ms() / 1000)
+		return cm_err_set(err, 410, "gone", "CURSOR_EXPIRED", "cursor", "cursor has expired; start the listing again");
+	return 0;
+}
+
+/* Turns "running,paused" into a JSON array after checking each value. */
+static int status_filter(const char *s, char *out, size_t outsz, struct cm_error *err)
+{
+	size_t o = 0;
+	o += (size_t)snprintf(out, outsz, "[");
+	char tmp[256];
+	if (strlen(s) >= sizeof tmp)
+		return cm_err_validation(err, "INVALID_VALUE", "status", "status filter is too long");
+	snprintf(tmp, sizeof tmp, "%s", s);
+	char *save = NULL;
+	int count = 0;
+	for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		bool known = false;
+		for (size_t i = 0; i < CM_ARRAY_LEN(known_status); i++)
+			if (!strcmp(t, known_status[i]))
+				known = true;
+		if (!known)
+			return cm_err_validation(err, "INVALID_VALUE", "status",
+						 "unknown status '%.32s' (one of creating, created, running, paused, restarting, exited, dead, removing)",
+						 cm_valid_utf8(t, strlen(t)) ? t : "?");
+		o += (size_t)snprintf(out + o, outsz - o, "%s\"%s\"", count++ ? "," : "", t);
+	}
+	if (!count)
+		return cm_err_validation(err, "INVALID_VALUE", "status", "status filter is empty");
+	snprintf(out + o, outsz - o, "]");
+	return 0;
+}
+
+void h_containers_list(struct cm_req *r)
+{
+	static const char *q_all = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE seq < ?1 "
+				   "ORDER BY seq DESC LIMIT ?3";
+	static const char *q_status = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE seq < ?1 AND status IN "
+				      "(SELECT value FROM json_each(?2)) ORDER BY seq DESC LIMIT ?3";
+	static const char *q_tag = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE seq IN (SELECT seq FROM "
+				   "container_tags WHERE tag = ?4 AND seq < ?1 ORDER BY seq DESC) "
+				   "ORDER BY seq DESC LIMIT ?3";
+	static const char *q_both = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE seq IN (SELECT seq FROM "
+				    "container_tags WHERE tag = ?4 AND seq < ?1) AND status IN "
+				    "(SELECT value FROM json_each(?2)) ORDER BY seq DESC LIMIT ?3";
+	struct cm_app *app = r->app;
+	struct cm_error err = {0};
+	for (int i = 0; i < r->nquery; i++) {
+		const char *k = r->query[i].key;
+		if (strcmp(k, "status") && strcmp(k, "tag") && strcmp(k, "limit") && strcmp(k, "cursor")) {
+			cm_respond_errorf(r, 400, "validation_error", "UNKNOWN_PARAMETER", k, "unknown query parameter %s", k);
+			return;
+		}
+	}
+	const char *status = cm_req_query(r, "status");
+	const char *tag = cm_req_query(r, "tag");
+	const char *lim = cm_req_query(r, "limit");
+	const char *cur = cm_req_query(r, "cursor");
+	long limit = LIST_DEFAULT;
+	if (lim) {
+		char *end;
+		errno = 0;
+		limit = strtol(lim, &end, 10);
+		if (errno || !*lim || *end || limit < 1 || limit > LIST_MAX) {
+			cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "limit",
+					  "limit must be an integer from 1 to %d", LIST_MAX);
+			return;
+		}
+	}
+	char statuses[512] = "";
+	if (status && status_filter(status, statuses, sizeof statuses, &err) < 0) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	if (tag && (!*tag || strlen(tag) > 64 || strchr(tag, ','))) {
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "tag", "tag must be a single tag");
+		return;
+	}
+	uint32_t filter = fnv1a(status, tag);
+	struct cursor c = {.seq = INT64_MAX};
+	if (cur) {
+		if (cursor_decode(app, cur, &c, &err) < 0) {
+			cm_respond_error(r, &err, NULL);
+			return;
+		}
+		if (c.filter != filter) {
+			cm_respond_errorf(r, 400, "validation_error", "INVALID_CURSOR", "cursor",
+					  "cursor was issued for other filters");
+			return;
+		}
+	}
+	const char *sql = status ? (tag ? q_both : q_status) : (tag ? q_tag : q_all);
+	sqlite3_stmt *st = cm_db_stmt(&app->db, sql, &err);
+	if (!st) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	sqlite3_bind_int64(st, 1, c.seq);
+	if (status)
+		sqlite3_bind_text(st, 2, statuses, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, limit + 1);
+	if (tag)
+		sqlite3_bind_text(st, 4, tag, -1, SQLITE_STATIC);
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_str(g, "containers");
+	yajl_gen_array_open(g);
+	long n = 0;
+	int64_t last_seq = 0;
+	bool more = false;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == limit) {
+			more = true;
+			break;
+		}
+		cm_store_emit_container(g, st);
+		last_seq = sqlite3_column_int64(st, CC_SEQ);
+		n++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		yajl_gen_free(g);
+		cm_db_fail(&app->db, &err, "list containers");
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	yajl_gen_array_close(g);
+	cm_jg_str(g, "next_cursor");
+	if (more) {
+		struct cursor next = {last_seq, cm_now_ms() / 1000 + app->cfg.cursor_ttl, filter};
+		char tok[64];
+		cursor_encode(app, &next, tok);
+		cm_jg_str(g, tok);
+	} else {
+		cm_jg_null(g);
+	}
+	yajl_gen_map_close(g);
+	char *body = cm_jg_finish(g);
+	cm_respond_json(r, 200, NULL, body ? body : "{}");
+	free(body);
+}
+
+void h_container_get(struct cm_req *r)
+{
+	const char *cuid = path_cuid(r);
+	if (cuid)
+		respond_container(r, cuid, 200, false);
+}
+
+void h_container_status(struct cm_req *r)
+{
+	static const char *sql = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE cuid = ?";
+	const char *cuid = path_cuid(r);
+	if (!cuid)
+		return;
+	struct cm_error err;
+	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, &err);
+	if (!st) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	sqlite3_bind_text(st, 1, cuid, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		if (rc == SQLITE_DONE)
+			cm_respond_errorf(r, 404, "not_found", "CONTAINER_NOT_FOUND", "cuid", "container %s not found", cuid);
+		else
+			cm_respond_error(r, (cm_db_fail(&r->app->db, &err, "read container"), &err), NULL);
+		return;
+	}
+	yajl_gen g = cm_jg_new();
+	cm_store_emit_status(g, st);
+	sqlite3_reset(st);
+	char *body = cm_jg_finish(g);
+	cm_respond_json(r, 200, NULL, body ? body : "{}");
+	free(body);
+}
+
+/* Reads an ETag value ("12", W/"12" or 12) from If-Match; -1 if absent, -2 if "*". */
+static int64_t if_match(struct cm_req *r)
+{
+	const char *h = cm_req_header(r, "HTTP_IF_MATCH");
+	if (!h || !*h)
+		return -1;
+	while (*h == ' ')
+		h++;
+	if (!strcmp(h, "*"))
+		return -2;
+	if (!strncmp(h, "W/", 2))
+		h += 2;
+	if (*h == '"')
+		h++;
+	char *end;
+	long long v = strtoll(h, &end, 10);
+	if (end == h)
+		return 0; /* never matches */
+	return v;
+}
+
+void h_container_patch(struct cm_req *r)
+{
+	const char *cuid = path_cuid(r);
+	if (!cuid)
+		return;
+	struct cm_error err = {0};
+	yajl_val patch = cm_req_json(r, false, &err);
+	if (!patch) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	struct cm_spec spec;
+	int64_t version;
+	char status[16];
+	if (cm_store_load_spec(&r->app->db, cuid, &spec, &version, status, sizeof status, &err) < 0) {
+		yajl_tree_free(patch);
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	int64_t want = if_match(r);
+	if (want != -1 && want != -2 && want != version) {
+		yajl_tree_free(patch);
+		cm_spec_free(&spec);
+		cm_respond_errorf(r, 412, "precondition_failed", "PRECONDITION_FAILED", "If-Match",
+				  "container has changed (current ETag \"%lld\")", (long long)version);
+		return;
+	}
+	unsigned changed = 0;
+	int rc = cm_spec_apply_patch(&r->app->cfg, &spec, patch, &changed, &err);
+	yajl_tree_free(patch);
+	if (rc < 0) {
+		cm_spec_free(&spec);
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	if (!changed) {
+		cm_spec_free(&spec);
+		respond_container(r, cuid, 200, false);
+		return;
+	}
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_kv_int(g, "expect_version", version);
+	cm_jg_kv_int(g, "changed", changed);
+	cm_jg_kv_str(g, "image", spec.image);
+	cm_jg_str(g, "command");
+	cm_jg_raw(g, spec.command);
+	cm_jg_str(g, "env");
+	cm_jg_raw(g, spec.env);
+	cm_jg_str(g, "tags");
+	cm_jg_raw(g, spec.tags);
+	cm_jg_str(g, "cpus");
+	cm_jg_double(g, spec.cpus);
+	cm_jg_kv_int(g, "memory", spec.memory);
+	cm_jg_kv_int(g, "pids", spec.pids);
+	yajl_gen_map_close(g);
+	char *args = cm_jg_finish(g);
+	cm_spec_free(&spec);
+	if (!args) {
+		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
+		return;
+	}
+	char *result = NULL;
+	rc = run_job(r, "update", cuid, args, 60, NULL, NULL, &result);
+	free(args);
+	free(result);
+	if (rc > 0)
+		respond_container(r, cuid, 200, false);
+}
+
+/* Checks the container exists (404 otherwise) before a job is queued for it. */
+static bool exists(struct cm_req *r, const char *cuid)
+{
+	static const char *sql = "SELECT 1 FROM containers WHERE cuid = ?";
+	struct cm_error err;
+	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, &err);
+	if (!st) {
+		cm_respond_error(r, &err, NULL);
+		return false;
+	}
+	sqlite3_bind_text(st, 1, cuid, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return true;
+	if (rc == SQLITE_DONE)
+		cm_respond_errorf(r, 404, "not_found", "CONTAINER_NOT_FOUND", "cuid", "container %s not found", cuid);
+	else
+		cm_respond_error(r, (cm_db_fail(&r->app->db, &err, "read container"), &err), NULL);
+	return false;
+}
+
+void h_container_delete(struct cm_req *r)
+{
+	const char *cuid = path_cuid(r);
+	if (!cuid || !exists(r, cuid))
+		return;
+	const char *kf = cm_req_query(r, "keep_files");
+	bool keep = false;
+	if (kf) {
+		if (!strcmp(kf, "true") || !strcmp(kf, "1"))
+			keep = true;
+		else if (strcmp(kf, "false") && strcmp(kf, "0")) {
+			cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "keep_files",
+					  "keep_files must be true or false");
+			return;
+		}
+	}
+	char *result = NULL;
+	int rc = run_job(r, "delete", cuid, keep ? "{\"keep_files\":true}" : "{\"keep_files\":false}", 30, NULL,
+			 NULL, &result);
+	free(result);
+	if (rc > 0)
+		cm_respond(r, 204, NULL, NULL, NULL, 0);
+}
+
+void h_container_action(struct cm_req *r)
+{
+	const char *cuid = path_cuid(r);
+	if (!cuid)
+		return;
+	const char *action = strrchr(r->path, '/') + 1;
+	struct cm_error err = {0};
+	long timeout = -1;
+	const char *tq = cm_req_query(r, "timeout");
+	yajl_val body = cm_req_json(r, true, &err);
+	if (!body && err.status) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	if (body) {
+		if (!YAJL_IS_OBJECT(body)) {
+			yajl_tree_free(body);
+			cm_respond_errorf(r, 400, "validation_error", "INVALID_TYPE", NULL, "request body must be a JSON object");
+			return;
+		}
+		for (size_t i = 0; i < body->u.object.len; i++) {
+			const char *k = body->u.object.keys[i];
+			yajl_val v = body->u.object.values[i];
+			if (!strcmp(k, "timeout") && (!strcmp(action, "stop") || !strcmp(action, "restart"))) {
+				if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < 0 || YAJL_GET_INTEGER(v) > 3600) {
+					yajl_tree_free(body);
+					cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "timeout",
+							  "timeout must be an integer number of seconds from 0 to 3600");
+					return;
+				}
+				timeout = (long)YAJL_GET_INTEGER(v);
+			} else {
+				char f[80];
+				snprintf(f, sizeof f, "%.64s", k);
+				yajl_tree_free(body);
+				cm_respond_errorf(r, 400, "validation_error", "UNKNOWN_FIELD", f, "unknown field %s", f);
+				return;
+			}
+		}
+		yajl_tree_free(body);
+	}
+	if (tq) {
+		char *end;
+		errno = 0;
+		long t = strtol(tq, &end, 10);
+		if (errno || !*tq || *end || t < 0 || t > 3600 || (strcmp(action, "stop") && strcmp(action, "restart"))) {
+			cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "timeout",
+					  "timeout must be an integer number of seconds from 0 to 3600 (stop and restart only)");
+			return;
+		}
+		timeout = t;
+	}
+	if (!exists(r, cuid))
+		return;
+	char args[64];
+	snprintf(args, sizeof args, "{\"timeout\":%ld}", timeout);
+	char *result = NULL;
+	if (run_job(r, action, cuid, args, timeout > 0 ? timeout : 10, NULL, NULL, &result) > 0)
+		cm_respond_json(r, 200, NULL, result);
+	free(result);
+}
+
+void h_container_ports(struct cm_req *r)
+{
+	const char *cuid = path_cuid(r);
+	if (!cuid)
+		return;
+	struct cm_error err = {0};
+	yajl_val body = cm_req_json(r, false, &err);
+	if (!body) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	char *ports = NULL;
+	int rc = -1;
+	if (!YAJL_IS_OBJECT(body)) {
+		cm_err_validation(&err, "INVALID_TYPE", NULL, "request body must be a JSON object");
+	} else {
+		rc = 0;
+		for (size_t i = 0; i < body->u.object.len && rc == 0; i++)
+			if (strcmp(body->u.object.keys[i], "ports"))
+				rc = cm_err_validation(&err, "UNKNOWN_FIELD", body->u.object.keys[i], "unknown field %.64s",
+						       body->u.object.keys[i]);
+		yajl_val pv = cm_json_get(body, "ports");
+		if (rc == 0 && !pv)
+			rc = cm_err_validation(&err, "MISSING_FIELD", "ports", "ports is required");
+		if (rc == 0)
+			rc = cm_spec_ports(pv, &ports, &err);
+	}
+	yajl_tree_free(body);
+	if (rc < 0) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	if (!exists(r, cuid)) {
+		free(ports);
+		return;
+	}
+	struct cm_buf args = {0};
+	cm_buf_printf(&args, "{\"ports\":%s}", ports);
+	free(ports);
+	char *result = NULL;
+	if (run_job(r, "ports", cuid, cm_buf_str(&args), 60, NULL, NULL, &result) > 0)
+		cm_respond_json(r, 200, NULL, result);
+	free(result);
+	cm_buf_free(&args);
+}

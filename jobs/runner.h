@@ -1,0 +1,55 @@
+/* runner.h: the job runner's shared state and the pieces each file provides. */
+#ifndef CM_RUNNER_H
+#define CM_RUNNER_H
+
+#include <pthread.h>
+#include "cm.h"
+#include "cm_config.h"
+#include "db.h"
+#include "docker.h"
+#include "json.h"
+#include "spec.h"
+#include "store.h"
+
+struct runner {
+	struct cm_config cfg;
+	char db_path[PATH_MAX];
+	char sock_path[PATH_MAX];
+	char containers_dir[PATH_MAX];
+	unsigned uid, gid;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned wake_seq;          /* bumped on every wake-up */
+	int done_pipe[2];           /* executors write finished job ids here (8 bytes each) */
+	volatile int stop;
+	volatile int docker_ok;
+	char compose_version[128];
+	char instance[17];          /* labels this database's containers: several stacks may share a dockerd */
+};
+
+/* A worker thread's own connections. */
+struct ctx {
+	struct runner *rn;
+	struct cm_db db;
+	struct cm_docker docker;
+};
+
+int ctx_open(struct ctx *c, struct runner *rn, struct cm_error *err);
+void ctx_close(struct ctx *c);
+
+/* exec.c: runs one claimed job; returns 0 with *result (JSON, caller frees) or -1 with err. */
+int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, char **result, struct cm_error *err);
+/* Inspects container name_or_id; returns HTTP status (200, 404, ...) or -1; *out owned by caller. */
+long docker_inspect(struct ctx *c, const char *name, yajl_val *out, struct cm_error *err);
+/* Copies Docker's view of a container (inspect output) into its row when the ids match. */
+int sync_row(struct ctx *c, const char *cuid, yajl_val inspect, struct cm_error *err);
+/* Whether a queued or running job exists for cuid (1/0, -1 on error). */
+int pending_job(struct ctx *c, const char *cuid);
+
+/* events.c */
+void *events_thread(void *arg);
+void *monitor_thread(void *arg);
+int reconcile_all(struct ctx *c, struct cm_error *err);
+void detect_compose(struct runner *rn);
+
+#endif

@@ -1,0 +1,39 @@
+/* config.h: settings from .env and the environment (the environment wins). */
+#ifndef CM_CONFIG_H_
+#define CM_CONFIG_H_
+
+#include <limits.h>
+#include "cm.h"
+
+struct cm_config {
+	char env_file[PATH_MAX];
+	char app_user[128];
+	char app_pass[256];
+	char data_dir[PATH_MAX]; /* absolute */
+	char run_dir[PATH_MAX];  /* sockets; reachable by the web server's group */
+	char http_listen[128];
+	char https_listen[128];
+	char default_uid[64];     /* "uid:gid" */
+	char boot_command[1024];
+	char publish_address[64];
+	char docker_host[PATH_MAX];
+	int64_t default_memory;
+	long default_pids;
+	double default_cpus;      /* 0 = no limit */
+	long max_body;
+	int workers_min, workers_max;
+	int runner_threads;
+	long cursor_ttl;          /* seconds */
+	long job_timeout;         /* seconds a request waits for its job */
+	bool auth_off;            /* only honoured when every listener is loopback */
+};
+
+/* Loads defaults, then env_file (may be NULL or missing), then the environment.
+ * Returns -1 and fills err on a malformed value. */
+int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *err);
+/* Writes data_dir + "/" + rel into out. Returns -1 when it does not fit. */
+int cm_config_path(const struct cm_config *c, char *out, size_t outsz, const char *rel);
+/* Parses "uid:gid" (gid optional = uid). */
+int cm_parse_uid(const char *s, unsigned *uid, unsigned *gid);
+
+#endif

@@ -1,0 +1,268 @@
+/* config.c: .env loading. Only known keys are read; the process environment overrides the file. */
+#include "config.h"
+#include "cm_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const known_keys[] = {
+	"APP_USER", "APP_PASS", "CM_DATA_DIR", "CM_HTTP_LISTEN", "CM_HTTPS_LISTEN", "DEFAULT_USER_UID",
+	"BOOT_COMMAND", "PUBLISH_ADDRESS", "DOCKER_HOST", "DEFAULT_MEMORY", "DEFAULT_PIDS",
+	"DEFAULT_CPUS", "MAX_BODY_BYTES", "WORKERS_MIN", "WORKERS_MAX", "RUNNER_THREADS",
+	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR",
+};
+
+struct kv {
+	char key[32];
+	char val[1024];
+	bool set;
+};
+
+static struct kv *find_kv(struct kv *kvs, const char *key)
+{
+	for (size_t i = 0; i < CM_ARRAY_LEN(known_keys); i++)
+		if (!strcmp(kvs[i].key, key))
+			return &kvs[i];
+	return NULL;
+}
+
+/* Parses one .env line into key/value; returns 1 for a pair, 0 for blank/comment, -1 if malformed. */
+static int parse_line(char *line, char **key, char **val)
+{
+	char *p = line;
+	while (isspace((unsigned char)*p))
+		p++;
+	if (!*p || *p == '#')
+		return 0;
+	if (!strncmp(p, "export ", 7))
+		p += 7;
+	char *eq = strchr(p, '=');
+	if (!eq)
+		return -1;
+	char *kend = eq;
+	while (kend > p && isspace((unsigned char)kend[-1]))
+		kend--;
+	*kend = '\0';
+	char *v = eq + 1;
+	while (isspace((unsigned char)*v))
+		v++;
+	size_t vl = strlen(v);
+	while (vl > 0 && (v[vl - 1] == '\n' || v[vl - 1] == '\r' || isspace((unsigned char)v[vl - 1])))
+		v[--vl] = '\0';
+	if (vl >= 2 && (v[0] == '"' || v[0] == '\'') && v[vl - 1] == v[0]) {
+		v[vl - 1] = '\0';
+		v++;
+	} else {
+		char *hash = strstr(v, " #");
+		if (hash) {
+			*hash = '\0';
+			vl = strlen(v);
+			while (vl > 0 && isspace((unsigned char)v[vl - 1]))
+				v[--vl] = '\0';
+		}
+	}
+	*key = p;
+	*val = v;
+	return 1;
+}
+
+static int set_str(char *dst, size_t dstsz, const char *val, const char *key, struct cm_error *err)
+{
+	size_t n = strlen(val);
+	if (n >= dstsz)
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", key, "%s is longer than %zu characters", key,
+				  dstsz - 1);
+	memcpy(dst, val, n + 1);
+	return 0;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int cm_parse_uid(const char *s, unsigned *uid, unsigned *gid)
+{
+	char *end;
+	errno = 0;
+	unsigned long u = strtoul(s, &end, 10);
+	if (errno || end == s || u > 2147483647UL)
+		return -1;
+	unsigned long g = u;
+	if (*end == ':') {
+		const char *gs = end + 1;
+		g = strtoul(gs, &end, 10);
+		if (errno || end == gs || g > 2147483647UL)
+			return -1;
+	}
+	if (*end)
+		return -1;
+	*uid = (unsigned)u;
+	*gid = (unsigned)g;
+	return 0;
+}
+
+int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *err)
+{
+	struct kv kvs[CM_ARRAY_LEN(known_keys)];
+	memset(kvs, 0, sizeof kvs);
+	for (size_t i = 0; i < CM_ARRAY_LEN(known_keys); i++)
+		snprintf(kvs[i].key, sizeof kvs[i].key, "%s", known_keys[i]);
+
+	memset(c, 0, sizeof *c);
+	if (env_file) {
+		snprintf(c->env_file, sizeof c->env_file, "%s", env_file);
+		FILE *f = fopen(env_file, "re");
+		if (f) {
+			char line[2048];
+			int lineno = 0;
+			while (fgets(line, sizeof line, f)) {
+				lineno++;
+				char *k, *v;
+				int r = parse_line(line, &k, &v);
+				if (r < 0) {
+					fclose(f);
+					return cm_err_set(err, 500, "config_error", "BAD_ENV_FILE", NULL,
+							  "%s:%d: expected KEY=VALUE", env_file, lineno);
+				}
+				struct kv *kv = r ? find_kv(kvs, k) : NULL;
+				if (kv) {
+					snprintf(kv->val, sizeof kv->val, "%s", v);
+					kv->set = true;
+				}
+			}
+			fclose(f);
+		} else if (errno != ENOENT) {
+			return cm_err_set(err, 500, "config_error", "BAD_ENV_FILE", NULL, "cannot read %s: %s",
+					  env_file, strerror(errno));
+		}
+	}
+	for (size_t i = 0; i < CM_ARRAY_LEN(known_keys); i++) {
+		const char *e = getenv(known_keys[i]);
+		if (e) {
+			snprintf(kvs[i].val, sizeof kvs[i].val, "%s", e);
+			kvs[i].set = true;
+		}
+	}
+#define GET(k, def) (find_kv(kvs, k)->set && find_kv(kvs, k)->val[0] ? find_kv(kvs, k)->val : (def))
+	if (set_str(c->app_user, sizeof c->app_user, GET("APP_USER", "admin"), "APP_USER", err) < 0)
+		return -1;
+	if (set_str(c->app_pass, sizeof c->app_pass, GET("APP_PASS", ""), "APP_PASS", err) < 0)
+		return -1;
+	const char *dd = GET("CM_DATA_DIR", "var");
+	if (dd[0] == '/') {
+		snprintf(c->data_dir, sizeof c->data_dir, "%s", dd);
+	} else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof cwd))
+			return cm_err_internal(err, "getcwd: %s", strerror(errno));
+		if (snprintf(c->data_dir, sizeof c->data_dir, "%s/%s", cwd, dd) >= (int)sizeof c->data_dir)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_DATA_DIR", "CM_DATA_DIR too long");
+	}
+	size_t dl = strlen(c->data_dir);
+	while (dl > 1 && c->data_dir[dl - 1] == '/')
+		c->data_dir[--dl] = '\0';
+	const char *rd = GET("CM_RUN_DIR", "");
+	if (*rd) {
+		if (rd[0] != '/' || snprintf(c->run_dir, sizeof c->run_dir, "%s", rd) >= (int)sizeof c->run_dir)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_RUN_DIR", "CM_RUN_DIR must be an absolute path");
+	} else {
+		/* one directory per data directory, outside it: the data directory's parents
+		 * (a home directory, say) need not be reachable by the web server */
+		uint32_t h = 2166136261u;
+		for (const char *p = c->data_dir; *p; p++)
+			h = (h ^ (unsigned char)*p) * 16777619u;
+		snprintf(c->run_dir, sizeof c->run_dir, "/run/container-manager/%08x", h);
+	}
+	if (set_str(c->http_listen, sizeof c->http_listen, GET("CM_HTTP_LISTEN", "127.0.0.1:8080"), "CM_HTTP_LISTEN", err) < 0)
+		return -1;
+	if (set_str(c->https_listen, sizeof c->https_listen, GET("CM_HTTPS_LISTEN", "0.0.0.0:8443"), "CM_HTTPS_LISTEN", err) < 0)
+		return -1;
+	if (set_str(c->default_uid, sizeof c->default_uid, GET("DEFAULT_USER_UID", "1000:1000"), "DEFAULT_USER_UID", err) < 0)
+		return -1;
+	if (set_str(c->boot_command, sizeof c->boot_command, GET("BOOT_COMMAND", "python /app/boot.py"), "BOOT_COMMAND", err) < 0)
+		return -1;
+	if (set_str(c->publish_address, sizeof c->publish_address, GET("PUBLISH_ADDRESS", "127.0.0.1"), "PUBLISH_ADDRESS", err) < 0)
+		return -1;
+	if (set_str(c->docker_host, sizeof c->docker_host, GET("DOCKER_HOST", "unix:///var/run/docker.sock"), "DOCKER_HOST", err) < 0)
+		return -1;
+
+	unsigned u, g;
+	if (cm_parse_uid(c->default_uid, &u, &g) < 0)
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DEFAULT_USER_UID",
+				  "DEFAULT_USER_UID must be uid or uid:gid");
+	if (cm_parse_size(GET("DEFAULT_MEMORY", "1g"), &c->default_memory) < 0 || c->default_memory < (6 << 20))
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DEFAULT_MEMORY",
+				  "DEFAULT_MEMORY must be a size of at least 6m");
+	long v;
+	struct {
+		const char *key, *def;
+		long lo, hi;
+		long *dst;
+	} longs[] = {
+		{"DEFAULT_PIDS", "512", 16, 4194304, &c->default_pids},
+		{"MAX_BODY_BYTES", "1048576", 1024, 1L << 30, &c->max_body},
+		{"CURSOR_TTL", "3600", 1, 86400 * 30, &c->cursor_ttl},
+		{"JOB_TIMEOUT", "120", 5, 3600, &c->job_timeout},
+	};
+	for (size_t i = 0; i < CM_ARRAY_LEN(longs); i++) {
+		if (parse_long(GET(longs[i].key, longs[i].def), longs[i].lo, longs[i].hi, longs[i].dst) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", longs[i].key,
+					  "%s must be an integer from %ld to %ld", longs[i].key, longs[i].lo, longs[i].hi);
+	}
+	struct {
+		const char *key, *def;
+		long lo, hi;
+		int *dst;
+	} ints[] = {
+		{"WORKERS_MIN", "2", 1, 256, &c->workers_min},
+		{"WORKERS_MAX", "16", 1, 1024, &c->workers_max},
+		{"RUNNER_THREADS", "4", 1, 64, &c->runner_threads},
+	};
+	for (size_t i = 0; i < CM_ARRAY_LEN(ints); i++) {
+		if (parse_long(GET(ints[i].key, ints[i].def), ints[i].lo, ints[i].hi, &v) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", ints[i].key,
+					  "%s must be an integer from %ld to %ld", ints[i].key, ints[i].lo, ints[i].hi);
+		*ints[i].dst = (int)v;
+	}
+	if (c->workers_max < c->workers_min)
+		c->workers_max = c->workers_min;
+	const char *cpus = GET("DEFAULT_CPUS", "");
+	if (*cpus) {
+		char *end;
+		c->default_cpus = strtod(cpus, &end);
+		if (*end || c->default_cpus < 0.01 || c->default_cpus > 1024)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DEFAULT_CPUS",
+					  "DEFAULT_CPUS must be a number from 0.01");
+	}
+	const char *auth = GET("CM_AUTH", "on");
+	if (!strcmp(auth, "off")) {
+		char host[128];
+		int port;
+		if (cm_parse_listen(c->http_listen, host, sizeof host, &port) < 0 || !cm_is_loopback_host(host) ||
+		    (strcmp(c->https_listen, "off") &&
+		     (cm_parse_listen(c->https_listen, host, sizeof host, &port) < 0 || !cm_is_loopback_host(host))))
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_AUTH",
+					  "CM_AUTH=off is only allowed when every listener is on loopback");
+		c->auth_off = true;
+	} else if (strcmp(auth, "on")) {
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_AUTH", "CM_AUTH must be on or off");
+	}
+#undef GET
+	return 0;
+}
+
+int cm_config_path(const struct cm_config *c, char *out, size_t outsz, const char *rel)
+{
+	int n = snprintf(out, outsz, "%s/%s", c->data_dir, rel);
+	return (n < 0 || (size_t)n >= outsz) ? -1 : 0;
+}

@@ -1,0 +1,172 @@
+/* docker.c: Engine API requests with libcurl. One handle per thread (connections are reused). */
+#include "config.h"
+#include "docker.h"
+#include "json.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int cm_docker_init(struct cm_docker *d, const char *docker_host, struct cm_error *err)
+{
+	memset(d, 0, sizeof *d);
+	if (!strncmp(docker_host, "unix://", 7)) {
+		if (snprintf(d->socket_path, sizeof d->socket_path, "%s", docker_host + 7) >= (int)sizeof d->socket_path)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DOCKER_HOST", "DOCKER_HOST too long");
+		snprintf(d->base, sizeof d->base, "http://localhost%s", CM_DOCKER_API);
+	} else if (!strncmp(docker_host, "tcp://", 6)) {
+		const char *certs = getenv("DOCKER_CERT_PATH");
+		const char *verify = getenv("DOCKER_TLS_VERIFY");
+		bool tls = (certs && *certs) || (verify && *verify && strcmp(verify, "0"));
+		if (certs)
+			snprintf(d->cert_dir, sizeof d->cert_dir, "%s", certs);
+		if (snprintf(d->base, sizeof d->base, "%s://%s%s", tls ? "https" : "http", docker_host + 6,
+			     CM_DOCKER_API) >= (int)sizeof d->base)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DOCKER_HOST", "DOCKER_HOST too long");
+	} else {
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DOCKER_HOST",
+				  "DOCKER_HOST must be unix:///path or tcp://host:port");
+	}
+	d->curl = curl_easy_init();
+	if (!d->curl)
+		return cm_err_internal(err, "curl_easy_init failed");
+	return 0;
+}
+
+void cm_docker_free(struct cm_docker *d)
+{
+	if (d->curl)
+		curl_easy_cleanup(d->curl);
+	d->curl = NULL;
+}
+
+static size_t write_buf(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct cm_buf *b = ud;
+	size_t n = size * nmemb;
+	if (b && cm_buf_append(b, ptr, n) < 0)
+		return 0;
+	return n;
+}
+
+static void setup(struct cm_docker *d, const char *path)
+{
+	char url[2048];
+	snprintf(url, sizeof url, "%s%s", d->base, path);
+	curl_easy_reset(d->curl);
+	curl_easy_setopt(d->curl, CURLOPT_URL, url);
+	curl_easy_setopt(d->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(d->curl, CURLOPT_CONNECTTIMEOUT, 5L);
+	if (d->socket_path[0])
+		curl_easy_setopt(d->curl, CURLOPT_UNIX_SOCKET_PATH, d->socket_path);
+	if (d->cert_dir[0]) {
+		char p[700];
+		snprintf(p, sizeof p, "%s/ca.pem", d->cert_dir);
+		curl_easy_setopt(d->curl, CURLOPT_CAINFO, p);
+		snprintf(p, sizeof p, "%s/cert.pem", d->cert_dir);
+		curl_easy_setopt(d->curl, CURLOPT_SSLCERT, p);
+		snprintf(p, sizeof p, "%s/key.pem", d->cert_dir);
+		curl_easy_setopt(d->curl, CURLOPT_SSLKEY, p);
+	}
+}
+
+long cm_docker_call(struct cm_docker *d, const char *method, const char *path, const char *body,
+		    struct cm_buf *resp, long timeout_s, struct cm_error *err)
+{
+	setup(d, path);
+	struct curl_slist *hdrs = NULL;
+	if (body) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		curl_easy_setopt(d->curl, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(d->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	} else if (!strcmp(method, "POST")) {
+		curl_easy_setopt(d->curl, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(d->curl, CURLOPT_POSTFIELDSIZE, 0L);
+	}
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	curl_easy_setopt(d->curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(d->curl, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(d->curl, CURLOPT_TIMEOUT, timeout_s > 0 ? timeout_s : 60L);
+	if (resp)
+		resp->limit = 32u << 20;
+	curl_easy_setopt(d->curl, CURLOPT_WRITEFUNCTION, write_buf);
+	curl_easy_setopt(d->curl, CURLOPT_WRITEDATA, resp);
+	CURLcode rc = curl_easy_perform(d->curl);
+	curl_slist_free_all(hdrs);
+	if (rc != CURLE_OK) {
+		if (rc == CURLE_OPERATION_TIMEDOUT)
+			return cm_err_set(err, 408, "timeout", "DOCKER_TIMEOUT", NULL,
+					  "Docker did not answer %s %s in time", method, path);
+		return cm_err_set(err, 503, "compose_error", "DOCKER_UNAVAILABLE", NULL,
+				  "Docker engine unreachable: %s", curl_easy_strerror(rc));
+	}
+	long status = 0;
+	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
+	return status;
+}
+
+struct stream_ctx {
+	cm_docker_chunk_cb cb;
+	void *ud;
+	volatile int *stop;
+	bool stopped;
+};
+
+static size_t write_stream(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct stream_ctx *s = ud;
+	size_t n = size * nmemb;
+	if (s->cb(ptr, n, s->ud)) {
+		s->stopped = true;
+		return 0;
+	}
+	return n;
+}
+
+static int stream_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t e)
+{
+	(void)a, (void)b, (void)c, (void)e;
+	struct stream_ctx *s = ud;
+	if (s->stop && *s->stop) {
+		s->stopped = true;
+		return 1;
+	}
+	return 0;
+}
+
+long cm_docker_stream(struct cm_docker *d, const char *path, cm_docker_chunk_cb cb, void *ud,
+		      volatile int *stop, struct cm_error *err)
+{
+	struct stream_ctx s = {cb, ud, stop, false};
+	setup(d, path);
+	curl_easy_setopt(d->curl, CURLOPT_WRITEFUNCTION, write_stream);
+	curl_easy_setopt(d->curl, CURLOPT_WRITEDATA, &s);
+	curl_easy_setopt(d->curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(d->curl, CURLOPT_XFERINFOFUNCTION, stream_progress);
+	curl_easy_setopt(d->curl, CURLOPT_XFERINFODATA, &s);
+	CURLcode rc = curl_easy_perform(d->curl);
+	long status = 0;
+	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (rc != CURLE_OK && !s.stopped)
+		return cm_err_set(err, 503, "compose_error", "DOCKER_UNAVAILABLE", NULL, "Docker stream ended: %s",
+				  curl_easy_strerror(rc));
+	return status;
+}
+
+void cm_docker_message(const char *body, char *out, size_t outsz)
+{
+	struct cm_error e;
+	snprintf(out, outsz, "%s", "Docker error");
+	if (!body || !*body)
+		return;
+	yajl_val v = cm_json_parse(body, strlen(body), &e);
+	const char *m = v ? cm_json_get_str(v, "message") : NULL;
+	if (m)
+		snprintf(out, outsz, "%s", m);
+	else
+		snprintf(out, outsz, "%.200s", body);
+	if (v)
+		yajl_tree_free(v);
+	size_t n = strlen(out);
+	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		out[--n] = '\0';
+}

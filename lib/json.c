@@ -1,0 +1,223 @@
+/* json.c: yajl generation and parsing helpers. */
+#include "config.h"
+#include "json.h"
+
+#include <string.h>
+#include <stdio.h>
+
+yajl_gen cm_jg_new(void)
+{
+	yajl_gen g = yajl_gen_alloc(NULL);
+	if (g)
+		yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+	return g;
+}
+
+int cm_jg_str(yajl_gen g, const char *s)
+{
+	if (!s)
+		return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
+	return yajl_gen_string(g, (const unsigned char *)s, strlen(s)) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int cm_jg_strn(yajl_gen g, const char *s, size_t n)
+{
+	return yajl_gen_string(g, (const unsigned char *)s, n) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int cm_jg_int(yajl_gen g, long long v)
+{
+	return yajl_gen_integer(g, v) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int cm_jg_double(yajl_gen g, double v)
+{
+	char num[64];
+	int n = snprintf(num, sizeof num, "%.15g", v);
+	return yajl_gen_number(g, num, (size_t)n) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int cm_jg_bool(yajl_gen g, bool v)
+{
+	return yajl_gen_bool(g, v) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int cm_jg_null(yajl_gen g)
+{
+	return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int cm_jg_raw(yajl_gen g, const char *json)
+{
+	/* yajl_gen_number emits its argument verbatim; used only for text we generated */
+	if (!json)
+		return cm_jg_null(g);
+	return yajl_gen_number(g, json, strlen(json)) == yajl_gen_status_ok ? 0 : -1;
+}
+
+int cm_jg_value(yajl_gen g, yajl_val v)
+{
+	if (!v)
+		return cm_jg_null(g);
+	switch (v->type) {
+	case yajl_t_string:
+		return cm_jg_str(g, v->u.string);
+	case yajl_t_number:
+		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)) == yajl_gen_status_ok ? 0 : -1;
+	case yajl_t_true:
+		return cm_jg_bool(g, true);
+	case yajl_t_false:
+		return cm_jg_bool(g, false);
+	case yajl_t_null:
+		return cm_jg_null(g);
+	case yajl_t_object:
+		if (yajl_gen_map_open(g) != yajl_gen_status_ok)
+			return -1;
+		for (size_t i = 0; i < v->u.object.len; i++) {
+			if (cm_jg_str(g, v->u.object.keys[i]) < 0 || cm_jg_value(g, v->u.object.values[i]) < 0)
+				return -1;
+		}
+		return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
+	case yajl_t_array:
+		if (yajl_gen_array_open(g) != yajl_gen_status_ok)
+			return -1;
+		for (size_t i = 0; i < v->u.array.len; i++)
+			if (cm_jg_value(g, v->u.array.values[i]) < 0)
+				return -1;
+		return yajl_gen_array_close(g) == yajl_gen_status_ok ? 0 : -1;
+	default:
+		return -1;
+	}
+}
+
+int cm_jg_kv_str(yajl_gen g, const char *k, const char *v)
+{
+	return cm_jg_str(g, k) < 0 ? -1 : cm_jg_str(g, v);
+}
+
+int cm_jg_kv_int(yajl_gen g, const char *k, long long v)
+{
+	return cm_jg_str(g, k) < 0 ? -1 : cm_jg_int(g, v);
+}
+
+int cm_jg_kv_time(yajl_gen g, const char *k, int64_t ms)
+{
+	if (cm_jg_str(g, k) < 0)
+		return -1;
+	if (ms <= 0)
+		return cm_jg_null(g);
+	char ts[32];
+	cm_time_rfc3339(ts, ms);
+	return cm_jg_str(g, ts);
+}
+
+char *cm_jg_finish(yajl_gen g)
+{
+	const unsigned char *buf;
+	size_t len;
+	char *out = NULL;
+	if (yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok) {
+		out = malloc(len + 1);
+		if (out) {
+			memcpy(out, buf, len);
+			out[len] = '\0';
+		}
+	}
+	yajl_gen_free(g);
+	return out;
+}
+
+static bool has_dup_keys(yajl_val v)
+{
+	if (YAJL_IS_OBJECT(v)) {
+		size_t n = v->u.object.len;
+		for (size_t i = 0; i < n; i++) {
+			for (size_t j = i + 1; j < n; j++)
+				if (!strcmp(v->u.object.keys[i], v->u.object.keys[j]))
+					return true;
+			if (has_dup_keys(v->u.object.values[i]))
+				return true;
+		}
+	} else if (YAJL_IS_ARRAY(v)) {
+		for (size_t i = 0; i < v->u.array.len; i++)
+			if (has_dup_keys(v->u.array.values[i]))
+				return true;
+	}
+	return false;
+}
+
+yajl_val cm_json_parse(const char *text, size_t len, struct cm_error *err)
+{
+	if (!cm_valid_utf8(text, len)) {
+		cm_err_validation(err, "INVALID_UTF8", NULL, "request body is not valid UTF-8");
+		return NULL;
+	}
+	if (memchr(text, '\0', len)) {
+		cm_err_validation(err, "INVALID_JSON", NULL, "request body contains a NUL byte");
+		return NULL;
+	}
+	/* yajl_tree accepts comments; JSON does not */
+	bool in_str = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = text[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+		} else if (c == '"') {
+			in_str = true;
+		} else if (c == '/') {
+			cm_err_validation(err, "INVALID_JSON", NULL, "malformed JSON: comments are not allowed");
+			return NULL;
+		}
+	}
+	char *copy = malloc(len + 1);
+	if (!copy) {
+		cm_err_internal(err, "out of memory");
+		return NULL;
+	}
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	char ebuf[256] = "";
+	yajl_val v = yajl_tree_parse(copy, ebuf, sizeof ebuf);
+	free(copy);
+	if (!v) {
+		for (char *p = ebuf; *p; p++)
+			if (*p == '\n' || *p == '\r' || *p == '\t')
+				*p = ' ';
+		cm_err_validation(err, "INVALID_JSON", NULL, "malformed JSON: %s", ebuf[0] ? ebuf : "parse error");
+		return NULL;
+	}
+	if (has_dup_keys(v)) {
+		yajl_tree_free(v);
+		cm_err_validation(err, "INVALID_JSON", NULL, "malformed JSON: duplicate object key");
+		return NULL;
+	}
+	return v;
+}
+
+yajl_val cm_json_get(yajl_val obj, const char *key)
+{
+	if (!YAJL_IS_OBJECT(obj))
+		return NULL;
+	for (size_t i = 0; i < obj->u.object.len; i++)
+		if (!strcmp(obj->u.object.keys[i], key))
+			return obj->u.object.values[i];
+	return NULL;
+}
+
+const char *cm_json_get_str(yajl_val obj, const char *key)
+{
+	yajl_val v = cm_json_get(obj, key);
+	return YAJL_IS_STRING(v) ? v->u.string : NULL;
+}
+
+bool cm_json_get_int(yajl_val obj, const char *key, long long *out)
+{
+	yajl_val v = cm_json_get(obj, key);
+	if (!v || !YAJL_IS_INTEGER(v))
+		return false;
+	*out = YAJL_GET_INTEGER(v);
+	return true;
+}

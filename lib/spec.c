@@ -1,0 +1,578 @@
+/* spec.c: container spec validation. Everything a request may set is listed here;
+ * anything else is refused, and Docker options that weaken isolation are named as forbidden. */
+#include "config.h"
+#include "spec.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_ENV 256
+#define MAX_ENV_VALUE 32768
+#define MAX_TAGS 32
+#define MAX_TAG_LEN 64
+#define MAX_PORTS 64
+#define MAX_CMD_ARGS 256
+#define MAX_CMD_ARG 4096
+
+/* Options some clients try to pass straight to Docker; compared case-insensitively
+ * with '_' and '-' removed. They are never accepted from requests. */
+static const char *const forbidden[] = {
+	"privileged", "capadd", "capabilities", "networkmode", "network", "networks", "pidmode", "pid",
+	"ipcmode", "ipc", "utsmode", "uts", "usernsmode", "userns", "devices", "devicecgrouprules",
+	"securityopt", "securityopts", "sysctls", "cgroupparent", "cgroupns", "cgroupnsmode", "runtime",
+	"volumes", "binds", "mounts", "volumesfrom", "tmpfs", "user", "groupadd", "hostconfig",
+	"oomkilldisable", "oomscoreadj", "capdrop", "readonlyrootfs", "extrahosts", "dns", "init",
+	"restartpolicy", "logconfig", "labels", "entrypoint", "workingdir", "hostname", "shmsize",
+	"ulimits", "deviceRequests", "gpus", "cpuset", "cpusetcpus", "isolation", "links", "name",
+};
+
+static bool is_forbidden(const char *key)
+{
+	char norm[64];
+	size_t o = 0;
+	for (const char *p = key; *p && o + 1 < sizeof norm; p++)
+		if (*p != '_' && *p != '-')
+			norm[o++] = (char)tolower((unsigned char)*p);
+	norm[o] = '\0';
+	for (size_t i = 0; i < CM_ARRAY_LEN(forbidden); i++) {
+		char f[64];
+		size_t k = 0;
+		for (const char *p = forbidden[i]; *p && k + 1 < sizeof f; p++)
+			f[k++] = (char)tolower((unsigned char)*p);
+		f[k] = '\0';
+		if (!strcmp(norm, f))
+			return true;
+	}
+	return false;
+}
+
+static int type_error(struct cm_error *err, const char *field, const char *want)
+{
+	return cm_err_validation(err, "INVALID_TYPE", field, "%s must be %s", field, want);
+}
+
+void cm_spec_free(struct cm_spec *s)
+{
+	free(s->image);
+	free(s->command);
+	free(s->env);
+	free(s->tags);
+	free(s->ports);
+	memset(s, 0, sizeof *s);
+}
+
+double cm_spec_max_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (double)n : 1.0;
+}
+
+static int check_image(yajl_val v, char **out, struct cm_error *err)
+{
+	if (!v || YAJL_IS_NULL(v))
+		return cm_err_validation(err, "MISSING_IMAGE", "image", "Image is required");
+	if (!YAJL_IS_STRING(v))
+		return type_error(err, "image", "a string");
+	const char *s = v->u.string;
+	size_t n = strlen(s);
+	if (n == 0)
+		return cm_err_validation(err, "MISSING_IMAGE", "image", "Image is required");
+	if (n > 255)
+		return cm_err_validation(err, "INVALID_VALUE", "image", "image reference is longer than 255 characters");
+	if (!isalnum((unsigned char)s[0]))
+		return cm_err_validation(err, "INVALID_VALUE", "image", "image reference must start with a letter or digit");
+	for (const char *p = s; *p; p++) {
+		if (!isalnum((unsigned char)*p) && !strchr("._-/:@", *p))
+			return cm_err_validation(err, "INVALID_VALUE", "image",
+						 "image reference contains an invalid character");
+	}
+	*out = strdup(s);
+	return *out ? 0 : cm_err_internal(err, "out of memory");
+}
+
+static bool valid_cmd_arg(const char *s)
+{
+	size_t n = strlen(s);
+	return n <= MAX_CMD_ARG;
+}
+
+/* A string command runs under /bin/sh -c, as Docker's shell form does. */
+static int command_from_string(const char *s, char **out, struct cm_error *err)
+{
+	if (!*s)
+		return cm_err_validation(err, "INVALID_VALUE", "command", "command must not be empty");
+	if (!valid_cmd_arg(s))
+		return cm_err_validation(err, "INVALID_VALUE", "command", "command is too long");
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return cm_err_internal(err, "out of memory");
+	yajl_gen_array_open(g);
+	cm_jg_str(g, "/bin/sh");
+	cm_jg_str(g, "-c");
+	if (cm_jg_str(g, s) < 0) {
+		yajl_gen_free(g);
+		return cm_err_validation(err, "INVALID_UTF8", "command", "command is not valid UTF-8");
+	}
+	yajl_gen_array_close(g);
+	*out = cm_jg_finish(g);
+	return *out ? 0 : cm_err_internal(err, "out of memory");
+}
+
+static int check_command(yajl_val v, char **out, struct cm_error *err)
+{
+	if (YAJL_IS_STRING(v))
+		return command_from_string(v->u.string, out, err);
+	if (!YAJL_IS_ARRAY(v))
+		return type_error(err, "command", "a string or an array of strings");
+	size_t n = v->u.array.len;
+	if (n == 0)
+		return cm_err_validation(err, "INVALID_VALUE", "command", "command must not be empty");
+	if (n > MAX_CMD_ARGS)
+		return cm_err_validation(err, "INVALID_VALUE", "command", "command has more than %d arguments",
+					 MAX_CMD_ARGS);
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return cm_err_internal(err, "out of memory");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < n; i++) {
+		yajl_val a = v->u.array.values[i];
+		char field[32];
+		snprintf(field, sizeof field, "command[%zu]", i);
+		if (!YAJL_IS_STRING(a)) {
+			yajl_gen_free(g);
+			return type_error(err, field, "a string");
+		}
+		if (!valid_cmd_arg(a->u.string)) {
+			yajl_gen_free(g);
+			return cm_err_validation(err, "INVALID_VALUE", field, "%s is too long", field);
+		}
+		cm_jg_str(g, a->u.string);
+	}
+	yajl_gen_array_close(g);
+	*out = cm_jg_finish(g);
+	return *out ? 0 : cm_err_internal(err, "out of memory");
+}
+
+static bool valid_env_name(const char *k)
+{
+	size_t n = strlen(k);
+	if (n == 0 || n > 256 || !(isalpha((unsigned char)k[0]) || k[0] == '_'))
+		return false;
+	for (const char *p = k; *p; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '_'))
+			return false;
+	return true;
+}
+
+/* Merges patch (an object of string|null, or a full object when base is NULL) into base. */
+static int check_env(yajl_val base, yajl_val v, bool allow_null, char **out, struct cm_error *err)
+{
+	if (!YAJL_IS_OBJECT(v))
+		return type_error(err, "env", "an object of strings");
+	char field[300];
+	for (size_t i = 0; i < v->u.object.len; i++) {
+		const char *k = v->u.object.keys[i];
+		yajl_val val = v->u.object.values[i];
+		snprintf(field, sizeof field, "env.%.256s", k);
+		if (!valid_env_name(k))
+			return cm_err_validation(err, "INVALID_ENV_NAME", field,
+						 "environment variable names must match [A-Za-z_][A-Za-z0-9_]* (got '%.64s')", k);
+		if (!strcmp(k, "CONTAINER_UID") || !strcmp(k, "TAGS"))
+			return cm_err_validation(err, "RESERVED_ENV_NAME", field, "%s is set by the service", k);
+		if (YAJL_IS_NULL(val)) {
+			if (!allow_null)
+				return type_error(err, field, "a string");
+			continue;
+		}
+		if (!YAJL_IS_STRING(val))
+			return type_error(err, field, allow_null ? "a string or null" : "a string");
+		if (strlen(val->u.string) > MAX_ENV_VALUE)
+			return cm_err_validation(err, "INVALID_VALUE", field, "%s is longer than %d bytes", field,
+						 MAX_ENV_VALUE);
+	}
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return cm_err_internal(err, "out of memory");
+	yajl_gen_map_open(g);
+	size_t count = 0;
+	if (base) {
+		for (size_t i = 0; i < base->u.object.len; i++) {
+			const char *k = base->u.object.keys[i];
+			if (cm_json_get(v, k))
+				continue; /* replaced or removed by the patch */
+			cm_jg_str(g, k);
+			cm_jg_value(g, base->u.object.values[i]);
+			count++;
+		}
+	}
+	for (size_t i = 0; i < v->u.object.len; i++) {
+		if (YAJL_IS_NULL(v->u.object.values[i]))
+			continue;
+		cm_jg_str(g, v->u.object.keys[i]);
+		cm_jg_str(g, v->u.object.values[i]->u.string);
+		count++;
+	}
+	yajl_gen_map_close(g);
+	if (count > MAX_ENV) {
+		yajl_gen_free(g);
+		return cm_err_validation(err, "INVALID_VALUE", "env", "at most %d environment variables", MAX_ENV);
+	}
+	*out = cm_jg_finish(g);
+	return *out ? 0 : cm_err_internal(err, "out of memory");
+}
+
+static bool valid_tag(const char *t)
+{
+	size_t n = strlen(t);
+	if (n == 0 || n > MAX_TAG_LEN || !isalnum((unsigned char)t[0]))
+		return false;
+	for (const char *p = t; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("_.:/-", *p))
+			return false;
+	return true;
+}
+
+static int check_tags(yajl_val v, char **out, struct cm_error *err)
+{
+	if (!YAJL_IS_ARRAY(v))
+		return type_error(err, "tags", "an array of strings");
+	size_t n = v->u.array.len;
+	if (n > MAX_TAGS)
+		return cm_err_validation(err, "INVALID_VALUE", "tags", "at most %d tags", MAX_TAGS);
+	char field[32];
+	for (size_t i = 0; i < n; i++) {
+		yajl_val t = v->u.array.values[i];
+		snprintf(field, sizeof field, "tags[%zu]", i);
+		if (!YAJL_IS_STRING(t))
+			return type_error(err, field, "a string");
+		if (!valid_tag(t->u.string))
+			return cm_err_validation(err, "INVALID_TAG", field,
+						 "tags are 1-%d characters of letters, digits and _.:/- starting with a letter or digit",
+						 MAX_TAG_LEN);
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(v->u.array.values[j]->u.string, t->u.string))
+				return cm_err_validation(err, "DUPLICATE_TAG", field, "tag '%s' is given twice", t->u.string);
+	}
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return cm_err_internal(err, "out of memory");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < n; i++)
+		cm_jg_str(g, v->u.array.values[i]->u.string);
+	yajl_gen_array_close(g);
+	*out = cm_jg_finish(g);
+	return *out ? 0 : cm_err_internal(err, "out of memory");
+}
+
+/* Resources: sets only the members present; null resets to the configured default. */
+static int check_resources(const struct cm_config *cfg, yajl_val v, struct cm_spec *s, struct cm_error *err)
+{
+	if (!YAJL_IS_OBJECT(v))
+		return type_error(err, "resources", "an object");
+	for (size_t i = 0; i < v->u.object.len; i++) {
+		const char *k = v->u.object.keys[i];
+		yajl_val val = v->u.object.values[i];
+		char field[160];
+		snprintf(field, sizeof field, "resources.%.128s", k);
+		if (!strcmp(k, "cpus")) {
+			if (YAJL_IS_NULL(val)) {
+				s->cpus = cfg->default_cpus;
+				continue;
+			}
+			if (!YAJL_IS_NUMBER(val))
+				return type_error(err, field, "a number");
+			double c = YAJL_GET_DOUBLE(val);
+			double max = cm_spec_max_cpus();
+			if (!(c >= 0.01) || c > max || isnan(c))
+				return cm_err_validation(err, "INVALID_VALUE", field,
+							 "cpus must be between 0.01 and %.0f (the host's CPUs)", max);
+			s->cpus = c;
+		} else if (!strcmp(k, "memory")) {
+			int64_t m;
+			if (YAJL_IS_NULL(val)) {
+				s->memory = cfg->default_memory;
+				continue;
+			}
+			if (YAJL_IS_STRING(val)) {
+				if (cm_parse_size(val->u.string, &m) < 0)
+					return cm_err_validation(err, "INVALID_SIZE", field,
+								 "memory must be a size such as \"512m\", \"4096m\" or \"1g\"");
+			} else if (YAJL_IS_INTEGER(val)) {
+				m = YAJL_GET_INTEGER(val);
+			} else {
+				return type_error(err, field, "a size string or an integer number of bytes");
+			}
+			if (m < (6LL << 20) || m > (1LL << 42))
+				return cm_err_validation(err, "INVALID_VALUE", field, "memory must be between 6m and 4096g");
+			s->memory = m;
+		} else if (!strcmp(k, "pids")) {
+			if (YAJL_IS_NULL(val)) {
+				s->pids = cfg->default_pids;
+				continue;
+			}
+			if (!YAJL_IS_INTEGER(val))
+				return type_error(err, field, "an integer");
+			long long p = YAJL_GET_INTEGER(val);
+			if (p < 1 || p > 4194304)
+				return cm_err_validation(err, "INVALID_VALUE", field, "pids must be between 1 and 4194304");
+			s->pids = p;
+		} else if (is_forbidden(k)) {
+			return cm_err_validation(err, "FORBIDDEN_OPTION", field, "%s cannot be set through this API", field);
+		} else {
+			return cm_err_validation(err, "UNKNOWN_FIELD", field, "unknown field %s", field);
+		}
+	}
+	return 0;
+}
+
+int cm_spec_ports(yajl_val v, char **out, struct cm_error *err)
+{
+	if (!YAJL_IS_ARRAY(v))
+		return type_error(err, "ports", "an array of {host, container, protocol} objects");
+	size_t n = v->u.array.len;
+	if (n > MAX_PORTS)
+		return cm_err_validation(err, "INVALID_VALUE", "ports", "at most %d ports", MAX_PORTS);
+	int hosts[MAX_PORTS], conts[MAX_PORTS];
+	bool udp[MAX_PORTS];
+	char field[64];
+	for (size_t i = 0; i < n; i++) {
+		yajl_val p = v->u.array.values[i];
+		snprintf(field, sizeof field, "ports[%zu]", i);
+		if (!YAJL_IS_OBJECT(p))
+			return type_error(err, field, "an object");
+		long long host = 0, cont = -1;
+		bool is_udp = false;
+		for (size_t k = 0; k < p->u.object.len; k++) {
+			const char *key = p->u.object.keys[k];
+			yajl_val val = p->u.object.values[k];
+			snprintf(field, sizeof field, "ports[%zu].%.32s", i, key);
+			if (!strcmp(key, "host")) {
+				if (YAJL_IS_NULL(val))
+					continue;
+				if (!YAJL_IS_INTEGER(val))
+					return type_error(err, field, "an integer");
+				host = YAJL_GET_INTEGER(val);
+				if (host != 0 && (host < 1024 || host > 65535))
+					return cm_err_validation(err, "INVALID_PORT", field,
+								 "host port must be 0 (ephemeral) or 1024-65535");
+			} else if (!strcmp(key, "container")) {
+				if (!YAJL_IS_INTEGER(val))
+					return type_error(err, field, "an integer");
+				cont = YAJL_GET_INTEGER(val);
+				if (cont < 1 || cont > 65535)
+					return cm_err_validation(err, "INVALID_PORT", field, "container port must be 1-65535");
+			} else if (!strcmp(key, "protocol")) {
+				if (!YAJL_IS_STRING(val))
+					return type_error(err, field, "\"tcp\" or \"udp\"");
+				if (!strcmp(val->u.string, "udp"))
+					is_udp = true;
+				else if (strcmp(val->u.string, "tcp"))
+					return cm_err_validation(err, "INVALID_VALUE", field, "protocol must be \"tcp\" or \"udp\"");
+			} else if (!strcmp(key, "host_ip") || !strcmp(key, "HostIp")) {
+				return cm_err_validation(err, "FORBIDDEN_OPTION", field,
+							 "the publish address is set by the service (PUBLISH_ADDRESS)");
+			} else {
+				return cm_err_validation(err, "UNKNOWN_FIELD", field, "unknown field %s", field);
+			}
+		}
+		if (cont < 0) {
+			snprintf(field, sizeof field, "ports[%zu].container", i);
+			return cm_err_validation(err, "MISSING_FIELD", field, "%s is required", field);
+		}
+		for (size_t j = 0; j < i; j++) {
+			if (udp[j] == is_udp && conts[j] == cont) {
+				snprintf(field, sizeof field, "ports[%zu].container", i);
+				return cm_err_validation(err, "DUPLICATE_PORT", field, "container port %lld/%s is given twice",
+							 cont, is_udp ? "udp" : "tcp");
+			}
+			if (udp[j] == is_udp && host != 0 && hosts[j] == host) {
+				snprintf(field, sizeof field, "ports[%zu].host", i);
+				return cm_err_validation(err, "DUPLICATE_PORT", field, "host port %lld/%s is given twice",
+							 host, is_udp ? "udp" : "tcp");
+			}
+		}
+		hosts[i] = (int)host;
+		conts[i] = (int)cont;
+		udp[i] = is_udp;
+	}
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return cm_err_internal(err, "out of memory");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < n; i++) {
+		yajl_gen_map_open(g);
+		cm_jg_kv_int(g, "host", hosts[i]);
+		cm_jg_kv_int(g, "container", conts[i]);
+		cm_jg_kv_str(g, "protocol", udp[i] ? "udp" : "tcp");
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+	*out = cm_jg_finish(g);
+	return *out ? 0 : cm_err_internal(err, "out of memory");
+}
+
+static int replace(char **dst, char *src)
+{
+	free(*dst);
+	*dst = src;
+	return 0;
+}
+
+int cm_spec_from_create(const struct cm_config *cfg, yajl_val req, struct cm_spec *s, struct cm_error *err)
+{
+	memset(s, 0, sizeof *s);
+	if (!YAJL_IS_OBJECT(req))
+		return cm_err_validation(err, "INVALID_TYPE", NULL, "request body must be a JSON object");
+	for (size_t i = 0; i < req->u.object.len; i++) {
+		const char *k = req->u.object.keys[i];
+		if (!strcmp(k, "image") || !strcmp(k, "env") || !strcmp(k, "tags") || !strcmp(k, "resources") ||
+		    !strcmp(k, "ports") || !strcmp(k, "command"))
+			continue;
+		if (is_forbidden(k))
+			return cm_err_validation(err, "FORBIDDEN_OPTION", k, "%.64s cannot be set through this API", k);
+		return cm_err_validation(err, "UNKNOWN_FIELD", k, "unknown field %.64s", k);
+	}
+	s->cpus = cfg->default_cpus;
+	s->memory = cfg->default_memory;
+	s->pids = cfg->default_pids;
+	yajl_val v;
+	char *tmp = NULL;
+	if (check_image(cm_json_get(req, "image"), &s->image, err) < 0)
+		goto fail;
+	v = cm_json_get(req, "command");
+	if (v && !YAJL_IS_NULL(v)) {
+		if (check_command(v, &s->command, err) < 0)
+			goto fail;
+	} else if (command_from_string(cfg->boot_command, &s->command, err) < 0) {
+		goto fail;
+	}
+	v = cm_json_get(req, "env");
+	if (v && !YAJL_IS_NULL(v)) {
+		if (check_env(NULL, v, false, &s->env, err) < 0)
+			goto fail;
+	} else {
+		s->env = strdup("{}");
+	}
+	v = cm_json_get(req, "tags");
+	if (v && !YAJL_IS_NULL(v)) {
+		if (check_tags(v, &s->tags, err) < 0)
+			goto fail;
+	} else {
+		s->tags = strdup("[]");
+	}
+	v = cm_json_get(req, "resources");
+	if (v && !YAJL_IS_NULL(v) && check_resources(cfg, v, s, err) < 0)
+		goto fail;
+	v = cm_json_get(req, "ports");
+	if (v && !YAJL_IS_NULL(v)) {
+		if (cm_spec_ports(v, &tmp, err) < 0)
+			goto fail;
+		replace(&s->ports, tmp);
+	} else {
+		s->ports = strdup("[]");
+	}
+	if (!s->env || !s->tags || !s->ports) {
+		cm_err_internal(err, "out of memory");
+		goto fail;
+	}
+	return 0;
+fail:
+	cm_spec_free(s);
+	return -1;
+}
+
+int cm_spec_apply_patch(const struct cm_config *cfg, struct cm_spec *s, yajl_val patch, unsigned *changed,
+			struct cm_error *err)
+{
+	*changed = 0;
+	if (!YAJL_IS_OBJECT(patch))
+		return cm_err_validation(err, "INVALID_TYPE", NULL, "request body must be a JSON object");
+	for (size_t i = 0; i < patch->u.object.len; i++) {
+		const char *k = patch->u.object.keys[i];
+		if (!strcmp(k, "image") || !strcmp(k, "env") || !strcmp(k, "tags") || !strcmp(k, "resources") ||
+		    !strcmp(k, "command"))
+			continue;
+		if (!strcmp(k, "ports"))
+			return cm_err_validation(err, "UNKNOWN_FIELD", k, "ports are changed with PATCH /containers/{cuid}/ports");
+		if (is_forbidden(k))
+			return cm_err_validation(err, "FORBIDDEN_OPTION", k, "%.64s cannot be set through this API", k);
+		return cm_err_validation(err, "UNKNOWN_FIELD", k, "unknown field %.64s", k);
+	}
+	yajl_val v;
+	char *tmp = NULL;
+	if ((v = cm_json_get(patch, "image"))) {
+		if (check_image(v, &tmp, err) < 0)
+			return -1;
+		if (strcmp(tmp, s->image))
+			*changed |= CM_CHANGED_IMAGE;
+		replace(&s->image, tmp);
+	}
+	if ((v = cm_json_get(patch, "command"))) {
+		if (YAJL_IS_NULL(v)) {
+			if (command_from_string(cfg->boot_command, &tmp, err) < 0)
+				return -1;
+		} else if (check_command(v, &tmp, err) < 0) {
+			return -1;
+		}
+		if (strcmp(tmp, s->command))
+			*changed |= CM_CHANGED_COMMAND;
+		replace(&s->command, tmp);
+	}
+	if ((v = cm_json_get(patch, "env"))) {
+		struct cm_error perr;
+		yajl_val base = cm_json_parse(s->env, strlen(s->env), &perr);
+		if (!base)
+			return cm_err_internal(err, "stored env is corrupt");
+		int r = check_env(base, v, true, &tmp, err);
+		yajl_tree_free(base);
+		if (r < 0)
+			return -1;
+		if (strcmp(tmp, s->env))
+			*changed |= CM_CHANGED_ENV;
+		replace(&s->env, tmp);
+	}
+	if ((v = cm_json_get(patch, "tags"))) {
+		if (YAJL_IS_NULL(v)) {
+			tmp = strdup("[]");
+			if (!tmp)
+				return cm_err_internal(err, "out of memory");
+		} else if (check_tags(v, &tmp, err) < 0) {
+			return -1;
+		}
+		if (strcmp(tmp, s->tags))
+			*changed |= CM_CHANGED_TAGS;
+		replace(&s->tags, tmp);
+	}
+	if ((v = cm_json_get(patch, "resources")) && !YAJL_IS_NULL(v)) {
+		double c = s->cpus;
+		int64_t m = s->memory, p = s->pids;
+		if (check_resources(cfg, v, s, err) < 0)
+			return -1;
+		if (c != s->cpus || m != s->memory || p != s->pids)
+			*changed |= CM_CHANGED_RESOURCES;
+	}
+	return 0;
+}
+
+char *cm_spec_tags_csv(const char *tags_json)
+{
+	struct cm_error err;
+	yajl_val v = cm_json_parse(tags_json, strlen(tags_json), &err);
+	struct cm_buf b = {0};
+	if (cm_buf_puts(&b, "") < 0)
+		goto out;
+	if (YAJL_IS_ARRAY(v)) {
+		for (size_t i = 0; i < v->u.array.len; i++) {
+			const char *t = YAJL_GET_STRING(v->u.array.values[i]);
+			if (t && (cm_buf_puts(&b, i ? "," : "") < 0 || cm_buf_puts(&b, t) < 0))
+				break;
+		}
+	}
+out:
+	if (v)
+		yajl_tree_free(v);
+	return b.data;
+}

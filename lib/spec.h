@@ -1,0 +1,43 @@
+/* spec.h: validation of container specs from requests (create, patch, ports). */
+#ifndef CM_SPEC_H
+#define CM_SPEC_H
+
+#include "cm.h"
+#include "cm_config.h"
+#include "json.h"
+
+/* A validated container spec. Text members are canonical JSON generated here. */
+struct cm_spec {
+	char *image;
+	char *command; /* JSON array of strings */
+	char *env;     /* JSON object of strings */
+	char *tags;    /* JSON array of strings */
+	double cpus;   /* 0 = no limit */
+	int64_t memory;
+	int64_t pids;
+	char *ports;   /* JSON array of {host, container, protocol} */
+};
+
+enum {
+	CM_CHANGED_IMAGE = 1,
+	CM_CHANGED_ENV = 2,
+	CM_CHANGED_TAGS = 4,
+	CM_CHANGED_RESOURCES = 8,
+	CM_CHANGED_COMMAND = 16,
+	CM_CHANGED_PORTS = 32,
+};
+
+void cm_spec_free(struct cm_spec *s);
+/* Validates a POST /containers body. Returns 0, or -1 with err naming the field. */
+int cm_spec_from_create(const struct cm_config *cfg, yajl_val req, struct cm_spec *out, struct cm_error *err);
+/* Applies a PATCH body onto spec (which it updates in place); *changed gets CM_CHANGED_* bits. */
+int cm_spec_apply_patch(const struct cm_config *cfg, struct cm_spec *spec, yajl_val patch, unsigned *changed,
+			struct cm_error *err);
+/* Validates a ports array value (from PATCH .../ports); *out is canonical JSON. */
+int cm_spec_ports(yajl_val v, char **out, struct cm_error *err);
+/* Returns the comma-joined tags of a tags JSON array (caller frees). */
+char *cm_spec_tags_csv(const char *tags_json);
+/* Maximum CPUs a request may ask for (online CPUs). */
+double cm_spec_max_cpus(void);
+
+#endif

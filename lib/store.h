@@ -1,0 +1,38 @@
+/* store.h: container rows and job rows, shared by the workers and the runner. */
+#ifndef CM_STORE_H
+#define CM_STORE_H
+
+#include "cm.h"
+#include "db.h"
+#include "json.h"
+#include "spec.h"
+
+/* Column list every container SELECT uses, in the order cm_store_emit_container reads. */
+#define CM_CONTAINER_COLS                                                                              \
+	"cuid, docker_id, image, command, env, tags, cpus, memory, pids, ports, ports_actual, status, " \
+	"exit_code, started_at, finished_at, restart_count, created_at, updated_at, version, seq"
+enum {
+	CC_CUID, CC_DOCKER_ID, CC_IMAGE, CC_COMMAND, CC_ENV, CC_TAGS, CC_CPUS, CC_MEMORY, CC_PIDS, CC_PORTS,
+	CC_PORTS_ACTUAL, CC_STATUS, CC_EXIT_CODE, CC_STARTED, CC_FINISHED, CC_RESTARTS, CC_CREATED, CC_UPDATED,
+	CC_VERSION, CC_SEQ
+};
+
+/* Emits the container object for the current row of st (selected with CM_CONTAINER_COLS). */
+int cm_store_emit_container(yajl_gen g, sqlite3_stmt *st);
+/* Emits the live-state object (GET .../status). */
+int cm_store_emit_status(yajl_gen g, sqlite3_stmt *st);
+/* Loads the spec and version of cuid. Returns 0, or -1 with err (404 when missing). */
+int cm_store_load_spec(struct cm_db *db, const char *cuid, struct cm_spec *spec, int64_t *version,
+		       char *status, size_t statussz, struct cm_error *err);
+
+/* Jobs. cm_job_insert must run inside the caller's write transaction. */
+int64_t cm_job_insert(struct cm_db *db, const char *kind, const char *cuid, const char *args,
+		      const char *request_id, const char *user, struct cm_error *err);
+/* Wakes the runner and waits until job id has ended. Returns 0 when it ended, or -1 with err
+ * (503 RUNNER_UNAVAILABLE when no runner took it; 408 when it did not end in time). */
+int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_s, struct cm_error *err);
+/* Reads an ended job: returns 1 if it succeeded (result copied, caller frees), 0 if it failed
+ * (job_err filled with the job's error), -1 on a database error (err). */
+int cm_job_outcome(struct cm_db *db, int64_t id, char **result, struct cm_error *job_err, struct cm_error *err);
+
+#endif

@@ -1,0 +1,100 @@
+/* t_spec.c: container spec validation: accepted shapes, refusals, patch merging. */
+#include "config.h"
+#include "spec.h"
+#include "tap.h"
+
+static struct cm_config cfg;
+
+static int create(const char *json, struct cm_spec *s, struct cm_error *err)
+{
+	yajl_val v = cm_json_parse(json, strlen(json), err);
+	if (!v)
+		return -1;
+	int r = cm_spec_from_create(&cfg, v, s, err);
+	yajl_tree_free(v);
+	return r;
+}
+
+static void refuse(const char *json, const char *code, const char *field)
+{
+	struct cm_spec s;
+	struct cm_error err = {0};
+	int r = create(json, &s, &err);
+	ok(r < 0 && err.status == 400 && !strcmp(err.code, code) && (!field || !strcmp(err.field, field)),
+	   "refuses %s with %s %s (got %s %s)", json, code, field ? field : "", err.code, err.field);
+	if (r == 0)
+		cm_spec_free(&s);
+}
+
+int main(void)
+{
+	struct cm_error err = {0};
+	setenv("CM_DATA_DIR", "/tmp/cm-unit", 1);
+	ok(cm_config_load(&cfg, NULL, &err) == 0, "default config");
+	struct cm_spec s;
+	ok(create("{\"image\":\"python:3.12-slim\",\"env\":{\"APP_ENV\":\"production\"},\"tags\":[\"web\",\"production\"],"
+		  "\"resources\":{\"cpus\":1.0,\"memory\":\"4096m\",\"pids\":2048},"
+		  "\"ports\":[{\"host\":8080,\"container\":80,\"protocol\":\"tcp\"}]}",
+		  &s, &err) == 0,
+	   "seed create payload accepted");
+	ok(s.memory == 4096LL << 20 && s.pids == 2048 && s.cpus == 1.0, "resources parsed");
+	is_str(s.ports, "[{\"host\":8080,\"container\":80,\"protocol\":\"tcp\"}]", "ports canonical");
+	is_str(s.command, "[\"/bin/sh\",\"-c\",\"python /app/boot.py\"]", "default boot command");
+	char *csv = cm_spec_tags_csv(s.tags);
+	is_str(csv, "web,production", "tags csv");
+	free(csv);
+
+	unsigned changed;
+	const char *patch = "{\"env\":{\"NEW_VAR\":\"value\",\"APP_ENV\":null},\"tags\":[\"updated\",\"v2\"],"
+			    "\"resources\":{\"memory\":\"8192m\"}}";
+	yajl_val pv = cm_json_parse(patch, strlen(patch), &err);
+	ok(cm_spec_apply_patch(&cfg, &s, pv, &changed, &err) == 0, "seed patch accepted");
+	yajl_tree_free(pv);
+	is_str(s.env, "{\"NEW_VAR\":\"value\"}", "env merged, null removed");
+	ok(changed == (CM_CHANGED_ENV | CM_CHANGED_TAGS | CM_CHANGED_RESOURCES), "changed flags %u", changed);
+	ok(s.memory == 8192LL << 20 && s.pids == 2048, "resources merged");
+	cm_spec_free(&s);
+
+	ok(create("{\"image\":\"x\"}", &s, &err) == 0 && s.memory == cfg.default_memory && s.pids == cfg.default_pids,
+	   "defaults applied");
+	cm_spec_free(&s);
+	ok(create("{\"image\":\"x\",\"command\":\"echo hi\"}", &s, &err) == 0, "string command");
+	is_str(s.command, "[\"/bin/sh\",\"-c\",\"echo hi\"]", "string command runs under sh -c");
+	cm_spec_free(&s);
+
+	refuse("{}", "MISSING_IMAGE", "image");
+	refuse("{\"image\":\"\"}", "MISSING_IMAGE", "image");
+	refuse("{\"image\":5}", "INVALID_TYPE", "image");
+	refuse("{\"image\":\"-x\"}", "INVALID_VALUE", "image");
+	refuse("{\"image\":\"x\",\"bogus\":1}", "UNKNOWN_FIELD", "bogus");
+	refuse("{\"image\":\"x\",\"resources\":{\"disk\":1}}", "UNKNOWN_FIELD", "resources.disk");
+	refuse("{\"image\":\"x\",\"resources\":{\"memory\":\"12xb\"}}", "INVALID_SIZE", "resources.memory");
+	refuse("{\"image\":\"x\",\"resources\":{\"memory\":\"1m\"}}", "INVALID_VALUE", "resources.memory");
+	refuse("{\"image\":\"x\",\"resources\":{\"cpus\":0}}", "INVALID_VALUE", "resources.cpus");
+	refuse("{\"image\":\"x\",\"resources\":{\"pids\":\"10\"}}", "INVALID_TYPE", "resources.pids");
+	refuse("{\"image\":\"x\",\"env\":{\"1BAD\":\"x\"}}", "INVALID_ENV_NAME", "env.1BAD");
+	refuse("{\"image\":\"x\",\"env\":{\"A=B\":\"x\"}}", "INVALID_ENV_NAME", "env.A=B");
+	refuse("{\"image\":\"x\",\"env\":{\"A\":1}}", "INVALID_TYPE", "env.A");
+	refuse("{\"image\":\"x\",\"env\":{\"CONTAINER_UID\":\"x\"}}", "RESERVED_ENV_NAME", "env.CONTAINER_UID");
+	refuse("{\"image\":\"x\",\"tags\":\"web\"}", "INVALID_TYPE", "tags");
+	refuse("{\"image\":\"x\",\"tags\":[\"a,b\"]}", "INVALID_TAG", "tags[0]");
+	refuse("{\"image\":\"x\",\"tags\":[\"a\",\"a\"]}", "DUPLICATE_TAG", "tags[1]");
+	refuse("{\"image\":\"x\",\"ports\":[{\"container\":70000}]}", "INVALID_PORT", "ports[0].container");
+	refuse("{\"image\":\"x\",\"ports\":[{\"container\":80,\"host\":22}]}", "INVALID_PORT", "ports[0].host");
+	refuse("{\"image\":\"x\",\"ports\":[{\"container\":80},{\"container\":80}]}", "DUPLICATE_PORT", "ports[1].container");
+	refuse("{\"image\":\"x\",\"ports\":[{\"container\":80,\"host\":5000},{\"container\":81,\"host\":5000}]}",
+	       "DUPLICATE_PORT", "ports[1].host");
+	refuse("{\"image\":\"x\",\"ports\":[{\"container\":80,\"protocol\":\"sctp\"}]}", "INVALID_VALUE", "ports[0].protocol");
+	refuse("{\"image\":\"x\",\"ports\":[{\"host\":5000}]}", "MISSING_FIELD", "ports[0].container");
+	refuse("{\"image\":\"x\",\"command\":[]}", "INVALID_VALUE", "command");
+	refuse("{\"image\":\"x\",\"command\":[1]}", "INVALID_TYPE", "command[0]");
+	const char *dangerous[] = {"privileged", "cap_add", "CapAdd", "network_mode", "pid_mode", "ipc_mode",
+				   "userns_mode", "uts_mode", "devices", "security_opt", "sysctls", "cgroup_parent",
+				   "runtime", "binds", "volumes", "mounts", "HostConfig", "user", "tmpfs"};
+	for (size_t i = 0; i < sizeof dangerous / sizeof *dangerous; i++) {
+		char json[128];
+		snprintf(json, sizeof json, "{\"image\":\"x\",\"%s\":true}", dangerous[i]);
+		refuse(json, "FORBIDDEN_OPTION", dangerous[i]);
+	}
+	return tap_done();
+}
