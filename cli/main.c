@@ -275,6 +275,8 @@ static int cmd_serve(const char *env_file, bool only_migrate)
 	}
 	if (prepare_dir(cfg.run_dir, 0750, web_gid) < 0)
 		return 1;
+	if (cm_pathf(path, sizeof path, "%s/conf.d", cfg.run_dir) < 0 || prepare_dir(path, 0755, (gid_t)-1) < 0)
+		return 1;
 	if (cm_pathf(path, sizeof path, "%s/nginx-tmp", cfg.run_dir) < 0)
 		return 1;
 	if (prepare_dir(path, 0700, (gid_t)-1) < 0 || chown(path, pw->pw_uid, web_gid) < 0)
