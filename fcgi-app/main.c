@@ -393,11 +393,15 @@ int main(int argc, char **argv)
 				if (board[i].pid)
 					kill(board[i].pid, SIGKILL);
 		}
-		pid_t pid = waitpid(-1, NULL, 0);
+		pid_t pid = waitpid(-1, NULL, WNOHANG);
 		if (pid < 0 && errno == ECHILD)
 			break;
+		if (pid <= 0) {
+			usleep(20000);
+			continue;
+		}
 		for (int i = 0; i < MAX_SLOTS; i++)
-			if (pid > 0 && board[i].pid == pid)
+			if (board[i].pid == pid)
 				board[i].pid = 0;
 	}
 	return 0;

@@ -440,6 +440,16 @@ static char *docker_create(struct ctx *c, const char *cuid, const char *name, co
 	char dir[PATH_MAX];
 	if (app_dir(c, cuid, dir, sizeof dir, true, err) < 0)
 		return NULL;
+	/* lets Debian's docker-compose v1 answer `docker-compose -p <cuid> ps|logs` in that directory */
+	char compose[PATH_MAX];
+	if (snprintf(compose, sizeof compose, "%s/%s/docker-compose.yml", c->rn->containers_dir, cuid) < (int)sizeof compose) {
+		struct cm_buf y = {0};
+		cm_buf_printf(&y, "# written by container-manager for `docker-compose -p %s ps|logs`; the service manages this container\n"
+			      "version: \"2.4\"\nservices:\n  app:\n    image: \"%s\"\n", cuid, s->image);
+		if (y.data && cm_write_file_atomic(compose, y.data, y.len, 0644) < 0)
+			cm_warn("cannot write %s: %s", compose, strerror(errno));
+		cm_buf_free(&y);
+	}
 	char *body = create_body(c, cuid, s, dir);
 	if (!body) {
 		cm_err_internal(err, "out of memory");
@@ -908,6 +918,18 @@ int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, c
 		return cm_err_internal(err, "job without a container");
 	if (!strcmp(kind, "create"))
 		return job_create(c, cuid, result, err);
+	/* the row may have gone (deleted by an earlier job) while this one was queued */
+	static const char *exists = "SELECT 1 FROM containers WHERE cuid = ?";
+	sqlite3_stmt *st = cm_db_stmt(&c->db, exists, err);
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, cuid, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return cm_err_set(err, 404, "not_found", "CONTAINER_NOT_FOUND", "cuid", "container %s not found", cuid);
+	if (rc != SQLITE_ROW)
+		return cm_db_fail(&c->db, err, "read container");
 	if (!strcmp(kind, "delete"))
 		return job_delete(c, cuid, args, result, err);
 	if (!strcmp(kind, "update"))
