@@ -279,12 +279,13 @@ void h_containers_list(struct cm_req *r)
 				   "ORDER BY seq DESC LIMIT ?3";
 	static const char *q_status = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE seq < ?1 AND status IN "
 				      "(SELECT value FROM json_each(?2)) ORDER BY seq DESC LIMIT ?3";
-	static const char *q_tag = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE seq IN (SELECT seq FROM "
-				   "container_tags WHERE tag = ?4 AND seq < ?1 ORDER BY seq DESC) "
-				   "ORDER BY seq DESC LIMIT ?3";
-	static const char *q_both = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE seq IN (SELECT seq FROM "
-				    "container_tags WHERE tag = ?4 AND seq < ?1) AND status IN "
-				    "(SELECT value FROM json_each(?2)) ORDER BY seq DESC LIMIT ?3";
+	/* tag pages walk the (tag, seq) index backwards and stop after limit+1 rows */
+	static const char *q_tag = "SELECT " CM_CONTAINER_COLS " FROM (SELECT seq AS tseq FROM container_tags "
+				   "WHERE tag = ?4 AND seq < ?1 ORDER BY seq DESC LIMIT ?3) JOIN containers ON "
+				   "containers.seq = tseq ORDER BY tseq DESC";
+	static const char *q_both = "SELECT " CM_CONTAINER_COLS " FROM (SELECT seq AS tseq FROM container_tags "
+				    "WHERE tag = ?4 AND seq < ?1) JOIN containers ON containers.seq = tseq WHERE status IN "
+				    "(SELECT value FROM json_each(?2)) ORDER BY tseq DESC LIMIT ?3";
 	struct cm_app *app = r->app;
 	struct cm_error err = {0};
 	for (int i = 0; i < r->nquery; i++) {

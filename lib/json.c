@@ -183,9 +183,11 @@ yajl_val cm_json_parse(const char *text, size_t len, struct cm_error *err)
 	yajl_val v = yajl_tree_parse(copy, ebuf, sizeof ebuf);
 	free(copy);
 	if (!v) {
-		for (char *p = ebuf; *p; p++)
-			if (*p == '\n' || *p == '\r' || *p == '\t')
-				*p = ' ';
+		/* keep yajl's first line ("parse error: premature EOF"), not its excerpt of the input */
+		ebuf[strcspn(ebuf, "\r\n")] = '\0';
+		size_t el = strlen(ebuf);
+		while (el > 0 && ebuf[el - 1] == ' ')
+			ebuf[--el] = '\0';
 		cm_err_validation(err, "INVALID_JSON", NULL, "malformed JSON: %s", ebuf[0] ? ebuf : "parse error");
 		return NULL;
 	}
