@@ -296,15 +296,17 @@ static int cmd_serve(const char *env_file, bool only_migrate)
 	char *self = cm_self_dir();
 	if (!self)
 		return 1;
-	char tpl_main[PATH_MAX], tpl_loc[PATH_MAX], tpl_https[PATH_MAX];
+	char tpl_main[PATH_MAX], tpl_loc[PATH_MAX], tpl_https[PATH_MAX], tpl_fcgi[PATH_MAX];
 	if (!find_share(self, tpl_main, sizeof tpl_main, "nginx/nginx.conf.in") ||
+	    !find_share(self, tpl_fcgi, sizeof tpl_fcgi, "nginx/fastcgi.conf.in") ||
 	    !find_share(self, tpl_loc, sizeof tpl_loc, "nginx/locations.conf.in") ||
 	    !find_share(self, tpl_https, sizeof tpl_https, "nginx/https.conf.in")) {
 		fprintf(stderr, "container-manager: nginx templates not found (set CM_SHARE_DIR)\n");
 		return 1;
 	}
-	char max_body[32];
+	char max_body[32], upload_max[32];
 	snprintf(max_body, sizeof max_body, "%ld", cfg.max_body);
+	snprintf(upload_max, sizeof upload_max, "%lld", (long long)cfg.upload_max_bytes);
 	char *https_block = NULL;
 	if (https) {
 		char *tpl = cm_read_file(tpl_https, 1 << 16, NULL);
@@ -317,15 +319,16 @@ static int cmd_serve(const char *env_file, bool only_migrate)
 	}
 	const char *vars[][2] = {
 		{"DATA_DIR", cfg.data_dir}, {"RUN_DIR", cfg.run_dir}, {"HTTP_LISTEN", cfg.http_listen},
-		{"MAX_BODY", max_body}, {"NGINX_USER", "www-data"}, {"NGINX_GROUP", "www-data"},
+		{"MAX_BODY", max_body}, {"UPLOAD_MAX_BODY", upload_max}, {"NGINX_USER", "www-data"}, {"NGINX_GROUP", "www-data"},
 		{"HTTPS_SERVER", https_block ? https_block : ""},
 	};
-	char conf[PATH_MAX];
+	char conf[PATH_MAX], p3[PATH_MAX];
 	if (cm_pathf(conf, sizeof conf, "%s/nginx.conf", cfg.run_dir) < 0 ||
-	    cm_pathf(p2, sizeof p2, "%s/locations.conf", cfg.run_dir) < 0)
+	    cm_pathf(p2, sizeof p2, "%s/locations.conf", cfg.run_dir) < 0 ||
+	    cm_pathf(p3, sizeof p3, "%s/fastcgi.conf", cfg.run_dir) < 0)
 		return 1;
 	if (render_file(tpl_main, conf, vars, CM_ARRAY_LEN(vars)) < 0 ||
-	    render_file(tpl_loc, p2, vars, CM_ARRAY_LEN(vars)) < 0)
+	    render_file(tpl_loc, p2, vars, CM_ARRAY_LEN(vars)) < 0 || render_file(tpl_fcgi, p3, vars, CM_ARRAY_LEN(vars)) < 0)
 		return 1;
 	free(https_block);
 	char *const test_argv[] = {"nginx", "-t", "-q", "-c", conf, NULL};

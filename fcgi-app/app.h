@@ -50,6 +50,9 @@ struct cm_req {
 /* Response writers. Each sends the whole response; call exactly one of them once. */
 void cm_respond(struct cm_req *r, int status, const char *content_type, const char *extra_headers,
 		const char *body, size_t len);
+/* Sends status and headers only (content_length < 0: none); the caller streams the body. */
+void cm_respond_start(struct cm_req *r, int status, const char *content_type, const char *extra_headers,
+		      long long content_length);
 void cm_respond_json(struct cm_req *r, int status, const char *extra_headers, const char *json);
 /* The one place an error becomes the JSON error body (seed 004's schema). */
 void cm_respond_error(struct cm_req *r, const struct cm_error *err, const char *extra_headers);
@@ -72,7 +75,15 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err);
 /* Audit row for the finished request (after the response has been flushed). */
 void cm_audit_write(struct cm_req *r);
 
+/* The {cuid} path parameter, validated (answers 400 itself and returns NULL when malformed). */
+const char *cm_path_cuid(struct cm_req *r);
+/* Whether the container row exists (answers 404 itself when not). */
+bool cm_container_exists(struct cm_req *r, const char *cuid);
+
 /* Handlers. */
+void h_container_upload(struct cm_req *r);
+void h_container_download(struct cm_req *r);
+void h_container_download_zip(struct cm_req *r);
 typedef void (*cm_handler)(struct cm_req *r);
 void h_containers_create(struct cm_req *r);
 void h_containers_list(struct cm_req *r);

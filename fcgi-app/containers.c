@@ -16,7 +16,7 @@ static const char *const known_status[] = {"creating", "created", "running", "pa
 					   "exited", "dead", "removing"};
 
 /* Validates the {cuid} path parameter; answers 400 itself when it is malformed. */
-static const char *path_cuid(struct cm_req *r)
+const char *cm_path_cuid(struct cm_req *r)
 {
 	const char *c = r->params[0];
 	if (!cm_valid_cuid(c)) {
@@ -386,7 +386,7 @@ void h_containers_list(struct cm_req *r)
 
 void h_container_get(struct cm_req *r)
 {
-	const char *cuid = path_cuid(r);
+	const char *cuid = cm_path_cuid(r);
 	if (cuid)
 		respond_container(r, cuid, 200, false);
 }
@@ -394,7 +394,7 @@ void h_container_get(struct cm_req *r)
 void h_container_status(struct cm_req *r)
 {
 	static const char *sql = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE cuid = ?";
-	const char *cuid = path_cuid(r);
+	const char *cuid = cm_path_cuid(r);
 	if (!cuid)
 		return;
 	struct cm_error err;
@@ -444,7 +444,7 @@ static int64_t if_match(struct cm_req *r)
 
 void h_container_patch(struct cm_req *r)
 {
-	const char *cuid = path_cuid(r);
+	const char *cuid = cm_path_cuid(r);
 	if (!cuid)
 		return;
 	struct cm_error err = {0};
@@ -513,7 +513,7 @@ void h_container_patch(struct cm_req *r)
 }
 
 /* Checks the container exists (404 otherwise) before a job is queued for it. */
-static bool exists(struct cm_req *r, const char *cuid)
+bool cm_container_exists(struct cm_req *r, const char *cuid)
 {
 	static const char *sql = "SELECT 1 FROM containers WHERE cuid = ?";
 	struct cm_error err;
@@ -536,8 +536,8 @@ static bool exists(struct cm_req *r, const char *cuid)
 
 void h_container_delete(struct cm_req *r)
 {
-	const char *cuid = path_cuid(r);
-	if (!cuid || !exists(r, cuid))
+	const char *cuid = cm_path_cuid(r);
+	if (!cuid || !cm_container_exists(r, cuid))
 		return;
 	const char *kf = cm_req_query(r, "keep_files");
 	bool keep = false;
@@ -560,7 +560,7 @@ void h_container_delete(struct cm_req *r)
 
 void h_container_action(struct cm_req *r)
 {
-	const char *cuid = path_cuid(r);
+	const char *cuid = cm_path_cuid(r);
 	if (!cuid)
 		return;
 	const char *action = strrchr(r->path, '/') + 1;
@@ -610,7 +610,7 @@ void h_container_action(struct cm_req *r)
 		}
 		timeout = t;
 	}
-	if (!exists(r, cuid))
+	if (!cm_container_exists(r, cuid))
 		return;
 	char args[64];
 	snprintf(args, sizeof args, "{\"timeout\":%ld}", timeout);
@@ -622,7 +622,7 @@ void h_container_action(struct cm_req *r)
 
 void h_container_ports(struct cm_req *r)
 {
-	const char *cuid = path_cuid(r);
+	const char *cuid = cm_path_cuid(r);
 	if (!cuid)
 		return;
 	struct cm_error err = {0};
@@ -652,7 +652,7 @@ void h_container_ports(struct cm_req *r)
 		cm_respond_error(r, &err, NULL);
 		return;
 	}
-	if (!exists(r, cuid)) {
+	if (!cm_container_exists(r, cuid)) {
 		free(ports);
 		return;
 	}

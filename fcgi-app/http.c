@@ -36,8 +36,8 @@ static const char *reason(int status)
 	}
 }
 
-void cm_respond(struct cm_req *r, int status, const char *content_type, const char *extra_headers,
-		const char *body, size_t len)
+void cm_respond_start(struct cm_req *r, int status, const char *content_type, const char *extra_headers,
+		      long long content_length)
 {
 	if (r->responded)
 		return;
@@ -49,12 +49,20 @@ void cm_respond(struct cm_req *r, int status, const char *content_type, const ch
 			 reason(status), r->request_id);
 	if (content_type && n < (int)sizeof head)
 		n += snprintf(head + n, sizeof head - (size_t)n, "Content-Type: %s\r\n", content_type);
-	if (status != 204 && status != 304 && n < (int)sizeof head)
-		n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", len);
+	if (content_length >= 0 && status != 204 && status != 304 && n < (int)sizeof head)
+		n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %lld\r\n", content_length);
 	FCGX_PutS(head, r->fr->out);
 	if (extra_headers)
 		FCGX_PutS(extra_headers, r->fr->out);
 	FCGX_PutS("\r\n", r->fr->out);
+}
+
+void cm_respond(struct cm_req *r, int status, const char *content_type, const char *extra_headers,
+		const char *body, size_t len)
+{
+	if (r->responded)
+		return;
+	cm_respond_start(r, status, content_type, extra_headers, (long long)len);
 	if (len && status != 204 && status != 304 && strcmp(r->method, "HEAD"))
 		FCGX_PutStr(body, (int)len, r->fr->out);
 }
@@ -87,6 +95,8 @@ void cm_respond_error(struct cm_req *r, const struct cm_error *err, const char *
 	yajl_gen_map_open(g);
 	if (err->field[0] && cm_valid_utf8(err->field, strlen(err->field)))
 		cm_jg_kv_str(g, "field", err->field);
+	if (err->limit)
+		cm_jg_kv_int(g, "limit", err->limit);
 	if (r->cuid[0])
 		cm_jg_kv_str(g, "cuid", r->cuid);
 	if (r->job_id > 0)

@@ -27,6 +27,7 @@ struct cm_error {
 	char code[48];     /* machine code: MISSING_IMAGE, PORT_IN_USE, ... */
 	char field[128];   /* details.field, or "" */
 	char message[512];
+	long long limit;   /* details.limit when non-zero (a size or count the request exceeded) */
 };
 
 int cm_err_set(struct cm_error *err, int status, const char *kind, const char *code,

@@ -25,6 +25,10 @@ struct cm_config {
 	int runner_threads;
 	long cursor_ttl;          /* seconds */
 	long job_timeout;         /* seconds a request waits for its job */
+	int64_t upload_max_bytes;    /* upload body (compressed) */
+	int64_t upload_max_unpacked; /* sum of extracted file sizes */
+	long upload_max_entries;
+	long upload_max_ratio;       /* unpacked / compressed */
 	bool auth_off;            /* only honoured when every listener is loopback */
 };
 

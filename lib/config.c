@@ -12,7 +12,7 @@ static const char *const known_keys[] = {
 	"APP_USER", "APP_PASS", "CM_DATA_DIR", "CM_HTTP_LISTEN", "CM_HTTPS_LISTEN", "DEFAULT_USER_UID",
 	"BOOT_COMMAND", "PUBLISH_ADDRESS", "DOCKER_HOST", "DEFAULT_MEMORY", "DEFAULT_PIDS",
 	"DEFAULT_CPUS", "MAX_BODY_BYTES", "WORKERS_MIN", "WORKERS_MAX", "RUNNER_THREADS",
-	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR",
+	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_ENTRIES", "UPLOAD_MAX_RATIO",
 };
 
 struct kv {
@@ -203,6 +203,10 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 	if (cm_parse_size(GET("DEFAULT_MEMORY", "1g"), &c->default_memory) < 0 || c->default_memory < (6 << 20))
 		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DEFAULT_MEMORY",
 				  "DEFAULT_MEMORY must be a size of at least 6m");
+	if (cm_parse_size(GET("UPLOAD_MAX_BYTES", "2g"), &c->upload_max_bytes) < 0 || c->upload_max_bytes < 1024)
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_BYTES must be a size");
+	if (cm_parse_size(GET("UPLOAD_MAX_UNPACKED", "8g"), &c->upload_max_unpacked) < 0 || c->upload_max_unpacked < 1024)
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_UNPACKED must be a size");
 	long v;
 	struct {
 		const char *key, *def;
@@ -213,6 +217,8 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		{"MAX_BODY_BYTES", "1048576", 1024, 1L << 30, &c->max_body},
 		{"CURSOR_TTL", "3600", 1, 86400 * 30, &c->cursor_ttl},
 		{"JOB_TIMEOUT", "120", 5, 3600, &c->job_timeout},
+		{"UPLOAD_MAX_ENTRIES", "100000", 1, 10000000, &c->upload_max_entries},
+		{"UPLOAD_MAX_RATIO", "200", 2, 100000, &c->upload_max_ratio},
 	};
 	for (size_t i = 0; i < CM_ARRAY_LEN(longs); i++) {
 		if (parse_long(GET(longs[i].key, longs[i].def), longs[i].lo, longs[i].hi, longs[i].dst) < 0)
