@@ -65,6 +65,8 @@ int cm_req_read_body(struct cm_req *r, struct cm_error *err);
 yajl_val cm_req_json(struct cm_req *r, bool allow_empty, struct cm_error *err);
 const char *cm_req_query(struct cm_req *r, const char *key);
 const char *cm_req_header(struct cm_req *r, const char *cgi_name);
+/* Answers 400 UNKNOWN_PARAMETER (and returns -1) when the query has a key not in allowed (NULL-terminated). */
+int cm_req_allow_params(struct cm_req *r, const char *const *allowed);
 /* Parses the query string; -1 with err on a malformed one. */
 int cm_req_parse_query(struct cm_req *r, const char *qs, struct cm_error *err);
 

@@ -104,7 +104,7 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 
 	struct stat st;
 	if (stat(r->app->htpasswd, &st) < 0)
-		return cm_err_set(err, 503, "auth_error", "AUTH_UNAVAILABLE", NULL, "credentials file is missing");
+		return cm_err_set(err, 503, "unavailable", "AUTH_UNAVAILABLE", NULL, "credentials file is missing");
 	if (!same_file(&st, &cache_stamp)) {
 		cache_flush();
 		cache_stamp = st;

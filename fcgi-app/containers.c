@@ -245,11 +245,10 @@ static int cursor_decode(struct cm_app *app, const char *tok, struct cursor *c, 
 	return 0;
 }
 
-/* Turns "running,paused" into a JSON array after checking each value. */
+/* Turns "running,paused" into a canonical JSON array (known order, no duplicates). */
 static int status_filter(const char *s, char *out, size_t outsz, struct cm_error *err)
 {
-	size_t o = 0;
-	o += (size_t)snprintf(out, outsz, "[");
+	bool want[CM_ARRAY_LEN(known_status)] = {false};
 	char tmp[256];
 	if (strlen(s) >= sizeof tmp)
 		return cm_err_validation(err, "INVALID_VALUE", "status", "status filter is too long");
@@ -260,15 +259,20 @@ static int status_filter(const char *s, char *out, size_t outsz, struct cm_error
 		bool known = false;
 		for (size_t i = 0; i < CM_ARRAY_LEN(known_status); i++)
 			if (!strcmp(t, known_status[i]))
-				known = true;
+				known = want[i] = true;
 		if (!known)
 			return cm_err_validation(err, "INVALID_VALUE", "status",
 						 "unknown status '%.32s' (one of creating, created, running, paused, restarting, exited, dead, removing)",
 						 cm_valid_utf8(t, strlen(t)) ? t : "?");
-		o += (size_t)snprintf(out + o, outsz - o, "%s\"%s\"", count++ ? "," : "", t);
+		count++;
 	}
 	if (!count)
 		return cm_err_validation(err, "INVALID_VALUE", "status", "status filter is empty");
+	size_t o = (size_t)snprintf(out, outsz, "[");
+	int n = 0;
+	for (size_t i = 0; i < CM_ARRAY_LEN(known_status); i++)
+		if (want[i])
+			o += (size_t)snprintf(out + o, outsz - o, "%s\"%s\"", n++ ? "," : "", known_status[i]);
 	snprintf(out + o, outsz - o, "]");
 	return 0;
 }
@@ -288,13 +292,6 @@ void h_containers_list(struct cm_req *r)
 				    "(SELECT value FROM json_each(?2)) ORDER BY tseq DESC LIMIT ?3";
 	struct cm_app *app = r->app;
 	struct cm_error err = {0};
-	for (int i = 0; i < r->nquery; i++) {
-		const char *k = r->query[i].key;
-		if (strcmp(k, "status") && strcmp(k, "tag") && strcmp(k, "limit") && strcmp(k, "cursor")) {
-			cm_respond_errorf(r, 400, "validation_error", "UNKNOWN_PARAMETER", k, "unknown query parameter %s", k);
-			return;
-		}
-	}
 	const char *status = cm_req_query(r, "status");
 	const char *tag = cm_req_query(r, "tag");
 	const char *lim = cm_req_query(r, "limit");
@@ -315,11 +312,11 @@ void h_containers_list(struct cm_req *r)
 		cm_respond_error(r, &err, NULL);
 		return;
 	}
-	if (tag && (!*tag || strlen(tag) > 64 || strchr(tag, ','))) {
-		cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "tag", "tag must be a single tag");
+	if (tag && !cm_spec_valid_tag(tag)) {
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "tag", "tag must be one tag: 1-64 letters, digits or _.:/- starting with a letter or digit");
 		return;
 	}
-	uint32_t filter = fnv1a(status, tag);
+	uint32_t filter = fnv1a(status ? statuses : NULL, tag); /* canonical: sorted, no duplicates */
 	struct cursor c = {.seq = INT64_MAX};
 	if (cur) {
 		if (cursor_decode(app, cur, &c, &err) < 0) {
@@ -469,37 +466,29 @@ void h_container_patch(struct cm_req *r)
 				  "container has changed (current ETag \"%lld\")", (long long)version);
 		return;
 	}
+	/* validated here for a quick answer; the runner applies the same patch again to the
+	 * spec as it is when the job runs, so concurrent PATCHes never undo each other */
 	unsigned changed = 0;
 	int rc = cm_spec_apply_patch(&r->app->cfg, &spec, patch, &changed, &err);
-	yajl_tree_free(patch);
+	cm_spec_free(&spec);
 	if (rc < 0) {
-		cm_spec_free(&spec);
+		yajl_tree_free(patch);
 		cm_respond_error(r, &err, NULL);
 		return;
 	}
 	if (!changed) {
-		cm_spec_free(&spec);
+		yajl_tree_free(patch);
 		respond_container(r, cuid, 200, false);
 		return;
 	}
 	yajl_gen g = cm_jg_new();
 	yajl_gen_map_open(g);
-	cm_jg_kv_int(g, "expect_version", version);
-	cm_jg_kv_int(g, "changed", changed);
-	cm_jg_kv_str(g, "image", spec.image);
-	cm_jg_str(g, "command");
-	cm_jg_raw(g, spec.command);
-	cm_jg_str(g, "env");
-	cm_jg_raw(g, spec.env);
-	cm_jg_str(g, "tags");
-	cm_jg_raw(g, spec.tags);
-	cm_jg_str(g, "cpus");
-	cm_jg_double(g, spec.cpus);
-	cm_jg_kv_int(g, "memory", spec.memory);
-	cm_jg_kv_int(g, "pids", spec.pids);
+	cm_jg_kv_int(g, "if_match", want >= 0 ? want : -1);
+	cm_jg_str(g, "patch");
+	cm_jg_value(g, patch);
 	yajl_gen_map_close(g);
+	yajl_tree_free(patch);
 	char *args = cm_jg_finish(g);
-	cm_spec_free(&spec);
 	if (!args) {
 		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
 		return;
@@ -582,10 +571,10 @@ void h_container_action(struct cm_req *r)
 			const char *k = body->u.object.keys[i];
 			yajl_val v = body->u.object.values[i];
 			if (!strcmp(k, "timeout") && (!strcmp(action, "stop") || !strcmp(action, "restart"))) {
-				if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < 0 || YAJL_GET_INTEGER(v) > 3600) {
+				if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < 0 || YAJL_GET_INTEGER(v) > 600) {
 					yajl_tree_free(body);
 					cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "timeout",
-							  "timeout must be an integer number of seconds from 0 to 3600");
+							  "timeout must be an integer number of seconds from 0 to 600");
 					return;
 				}
 				timeout = (long)YAJL_GET_INTEGER(v);
@@ -603,9 +592,9 @@ void h_container_action(struct cm_req *r)
 		char *end;
 		errno = 0;
 		long t = strtol(tq, &end, 10);
-		if (errno || !*tq || *end || t < 0 || t > 3600 || (strcmp(action, "stop") && strcmp(action, "restart"))) {
+		if (errno || !*tq || *end || t < 0 || t > 600 || (strcmp(action, "stop") && strcmp(action, "restart"))) {
 			cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "timeout",
-					  "timeout must be an integer number of seconds from 0 to 3600 (stop and restart only)");
+					  "timeout must be an integer number of seconds from 0 to 600 (stop and restart only)");
 			return;
 		}
 		timeout = t;

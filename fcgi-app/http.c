@@ -253,3 +253,19 @@ const char *cm_req_query(struct cm_req *r, const char *key)
 			return r->query[i].val;
 	return NULL;
 }
+
+int cm_req_allow_params(struct cm_req *r, const char *const *allowed)
+{
+	for (int i = 0; i < r->nquery; i++) {
+		bool ok = false;
+		for (const char *const *a = allowed; a && *a && !ok; a++)
+			ok = !strcmp(r->query[i].key, *a);
+		if (!ok) {
+			char k[80];
+			snprintf(k, sizeof k, "%.64s", r->query[i].key);
+			cm_respond_errorf(r, 400, "validation_error", "UNKNOWN_PARAMETER", k, "unknown query parameter %s", k);
+			return -1;
+		}
+	}
+	return 0;
+}

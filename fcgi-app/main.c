@@ -116,7 +116,7 @@ static void handle(struct cm_app *app, FCGX_Request *fr)
 		struct cm_error err = {0};
 		if (cm_auth_check(&r, &err) < 0) {
 			snprintf(r.action, sizeof r.action, "%s", "auth.failed");
-			cm_respond_error(&r, &err, "WWW-Authenticate: Basic realm=\"container-manager\", charset=\"UTF-8\"\r\n");
+			cm_respond_error(&r, &err, err.status == 401 ? "WWW-Authenticate: Basic realm=\"container-manager\", charset=\"UTF-8\"\r\n" : NULL);
 		} else {
 			cm_route(&r);
 		}

@@ -10,27 +10,35 @@ struct route {
 	const char *pattern; /* "*" matches one path segment, captured into r->params */
 	cm_handler handler;
 	const char *action;  /* recorded in the audit row */
+	const char *const *params; /* query parameters it accepts (others: 400) */
 };
 
+static const char *const p_none[] = {NULL};
+static const char *const p_list[] = {"status", "tag", "limit", "cursor", NULL};
+static const char *const p_delete[] = {"keep_files", NULL};
+static const char *const p_stop[] = {"timeout", NULL};
+static const char *const p_path[] = {"path", NULL};
+static const char *const p_upload[] = {"path", "replace", NULL};
+
 static const struct route routes[] = {
-	{"POST", "/containers", h_containers_create, "container.create"},
-	{"GET", "/containers", h_containers_list, "container.list"},
-	{"GET", "/containers/*", h_container_get, "container.get"},
-	{"PATCH", "/containers/*", h_container_patch, "container.update"},
-	{"DELETE", "/containers/*", h_container_delete, "container.delete"},
-	{"POST", "/containers/*/start", h_container_action, "container.start"},
-	{"POST", "/containers/*/stop", h_container_action, "container.stop"},
-	{"POST", "/containers/*/restart", h_container_action, "container.restart"},
-	{"POST", "/containers/*/pause", h_container_action, "container.pause"},
-	{"POST", "/containers/*/unpause", h_container_action, "container.unpause"},
-	{"PATCH", "/containers/*/ports", h_container_ports, "container.ports"},
-	{"GET", "/containers/*/status", h_container_status, "container.status"},
-	{"POST", "/containers/*/upload-zip", h_container_upload, "files.upload_zip"},
-	{"GET", "/containers/*/download", h_container_download, "files.download"},
-	{"GET", "/containers/*/download-zip", h_container_download_zip, "files.download_zip"},
-	{"GET", "/healthz", h_healthz, "healthz"},
-	{"GET", "/version", h_version, "version"},
-	{"GET", "/_auth", h_auth, "auth"},
+	{"POST", "/containers", h_containers_create, "container.create", p_none},
+	{"GET", "/containers", h_containers_list, "container.list", p_list},
+	{"GET", "/containers/*", h_container_get, "container.get", p_none},
+	{"PATCH", "/containers/*", h_container_patch, "container.update", p_none},
+	{"DELETE", "/containers/*", h_container_delete, "container.delete", p_delete},
+	{"POST", "/containers/*/start", h_container_action, "container.start", p_none},
+	{"POST", "/containers/*/stop", h_container_action, "container.stop", p_stop},
+	{"POST", "/containers/*/restart", h_container_action, "container.restart", p_stop},
+	{"POST", "/containers/*/pause", h_container_action, "container.pause", p_none},
+	{"POST", "/containers/*/unpause", h_container_action, "container.unpause", p_none},
+	{"PATCH", "/containers/*/ports", h_container_ports, "container.ports", p_none},
+	{"GET", "/containers/*/status", h_container_status, "container.status", p_none},
+	{"POST", "/containers/*/upload-zip", h_container_upload, "files.upload_zip", p_upload},
+	{"GET", "/containers/*/download", h_container_download, "files.download", p_path},
+	{"GET", "/containers/*/download-zip", h_container_download_zip, "files.download_zip", p_path},
+	{"GET", "/healthz", h_healthz, "healthz", p_none},
+	{"GET", "/version", h_version, "version", p_none},
+	{"GET", "/_auth", h_auth, "auth", p_none},
 };
 
 /* Matches path against pattern; on success fills r->params. */
@@ -68,6 +76,8 @@ void cm_route(struct cm_req *r)
 			continue;
 		if (!strcmp(routes[i].method, method)) {
 			snprintf(r->action, sizeof r->action, "%s", routes[i].action);
+			if (cm_req_allow_params(r, routes[i].params) < 0)
+				return;
 			routes[i].handler(r);
 			return;
 		}

@@ -698,14 +698,16 @@ static int recreate(struct ctx *c, const char *cuid, const struct cm_spec *spec,
 	if (ost < 0)
 		return -1;
 	char old_id[128] = "";
-	bool want_running;
+	bool want_running, want_paused;
 	if (ost == 200) {
 		const char *s = jstr(old, "State", "Status");
 		want_running = s && (!strcmp(s, "running") || !strcmp(s, "paused") || !strcmp(s, "restarting"));
+		want_paused = s && !strcmp(s, "paused");
 		snprintf(old_id, sizeof old_id, "%s", jstr(old, "Id", NULL) ? jstr(old, "Id", NULL) : "");
 		yajl_tree_free(old);
 	} else {
 		want_running = !strcmp(row_status, "running") || !strcmp(row_status, "paused");
+		want_paused = !strcmp(row_status, "paused");
 	}
 	char *id = docker_create(c, cuid, next, spec, err);
 	if (!id)
@@ -722,6 +724,11 @@ static int recreate(struct ctx *c, const char *cuid, const struct cm_spec *spec,
 			if (old_id[0])
 				docker_start(c, old_id, &e2);
 			goto undo;
+		}
+		if (want_paused) {
+			snprintf(path, sizeof path, "/containers/%s/pause", id);
+			if (docker_simple(c, "POST", path, 30, "pause", err) < 0)
+				cm_warn("%s: the recreated container could not be paused again: %s", cuid, err->message);
 		}
 	}
 	if (old_id[0] && docker_remove(c, old_id, err) < 0)
@@ -791,31 +798,38 @@ static int job_update(struct ctx *c, const char *cuid, yajl_val args, char **res
 	char status[16];
 	if (cm_store_load_spec(&c->db, cuid, &spec, &version, status, sizeof status, err) < 0)
 		return -1;
-	long long expect = -1, changed = 0;
-	cm_json_get_int(args, "expect_version", &expect);
-	cm_json_get_int(args, "changed", &changed);
+	long long expect = -1;
+	cm_json_get_int(args, "if_match", &expect);
 	int rc = -1;
-	if (expect != version) {
+	if (expect >= 0 && expect != version) {
 		cm_err_set(err, 412, "precondition_failed", "PRECONDITION_FAILED", "If-Match",
 			   "container changed while the update was queued (now ETag \"%lld\")", (long long)version);
 		goto out;
 	}
+	/* the patch applies to the spec as it is now (jobs of one container run in order) */
 	struct cm_spec next = {0};
-	next.image = strdup(cm_json_get_str(args, "image"));
-	next.command = json_of(cm_json_get(args, "command"));
-	next.env = json_of(cm_json_get(args, "env"));
-	next.tags = json_of(cm_json_get(args, "tags"));
+	next.image = strdup(spec.image);
+	next.command = strdup(spec.command);
+	next.env = strdup(spec.env);
+	next.tags = strdup(spec.tags);
 	next.ports = strdup(spec.ports);
-	yajl_val cpus = cm_json_get(args, "cpus");
-	next.cpus = YAJL_IS_NUMBER(cpus) ? YAJL_GET_DOUBLE(cpus) : 0;
-	long long m = 0, p = 0;
-	cm_json_get_int(args, "memory", &m);
-	cm_json_get_int(args, "pids", &p);
-	next.memory = m;
-	next.pids = p;
+	next.cpus = spec.cpus;
+	next.memory = spec.memory;
+	next.pids = spec.pids;
+	unsigned changed = 0;
 	if (!next.image || !next.command || !next.env || !next.tags || !next.ports) {
 		cm_err_internal(err, "out of memory");
 		cm_spec_free(&next);
+		goto out;
+	}
+	if (cm_spec_apply_patch(&c->rn->cfg, &next, cm_json_get(args, "patch"), &changed, err) < 0) {
+		cm_spec_free(&next);
+		goto out;
+	}
+	if (!changed) {
+		cm_spec_free(&next);
+		*result = strdup("{}");
+		rc = 0;
 		goto out;
 	}
 	if (changed == CM_CHANGED_RESOURCES) {

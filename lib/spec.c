@@ -224,7 +224,7 @@ static int check_env(yajl_val base, yajl_val v, bool allow_null, char **out, str
 	return *out ? 0 : cm_err_internal(err, "out of memory");
 }
 
-static bool valid_tag(const char *t)
+bool cm_spec_valid_tag(const char *t)
 {
 	size_t n = strlen(t);
 	if (n == 0 || n > MAX_TAG_LEN || !isalnum((unsigned char)t[0]))
@@ -248,7 +248,7 @@ static int check_tags(yajl_val v, char **out, struct cm_error *err)
 		snprintf(field, sizeof field, "tags[%zu]", i);
 		if (!YAJL_IS_STRING(t))
 			return type_error(err, field, "a string");
-		if (!valid_tag(t->u.string))
+		if (!cm_spec_valid_tag(t->u.string))
 			return cm_err_validation(err, "INVALID_TAG", field,
 						 "tags are 1-%d characters of letters, digits and _.:/- starting with a letter or digit",
 						 MAX_TAG_LEN);

@@ -37,6 +37,8 @@ int cm_spec_apply_patch(const struct cm_config *cfg, struct cm_spec *spec, yajl_
 int cm_spec_ports(yajl_val v, char **out, struct cm_error *err);
 /* Returns the comma-joined tags of a tags JSON array (caller frees). */
 char *cm_spec_tags_csv(const char *tags_json);
+/* Whether t is an acceptable tag (1-64 of letters, digits, _.:/- starting alphanumeric). */
+bool cm_spec_valid_tag(const char *t);
 /* Maximum CPUs a request may ask for (online CPUs). */
 double cm_spec_max_cpus(void);
 
