@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -261,6 +262,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cm_log_init("cm-fcgi");
+	/* file names are UTF-8 (libarchive converts names through the locale) */
+	if (!setlocale(LC_CTYPE, "C.UTF-8"))
+		cm_warn("the C.UTF-8 locale is missing; non-ASCII file names in archives will be refused");
 	struct cm_config cfg;
 	struct cm_error err = {0};
 	if (cm_config_load(&cfg, env_file, &err) < 0) {
