@@ -86,6 +86,8 @@ bool cm_container_exists(struct cm_req *r, const char *cuid);
 void h_container_upload(struct cm_req *r);
 void h_container_download(struct cm_req *r);
 void h_container_download_zip(struct cm_req *r);
+void h_container_archive_get(struct cm_req *r);
+void h_container_archive_put(struct cm_req *r);
 typedef void (*cm_handler)(struct cm_req *r);
 void h_containers_create(struct cm_req *r);
 void h_containers_list(struct cm_req *r);

@@ -36,6 +36,8 @@ static const struct route routes[] = {
 	{"POST", "/containers/*/upload-zip", h_container_upload, "files.upload_zip", p_upload},
 	{"GET", "/containers/*/download", h_container_download, "files.download", p_path},
 	{"GET", "/containers/*/download-zip", h_container_download_zip, "files.download_zip", p_path},
+	{"GET", "/containers/*/archive", h_container_archive_get, "files.archive_get", p_path},
+	{"PUT", "/containers/*/archive", h_container_archive_put, "files.archive_put", p_path},
 	{"GET", "/healthz", h_healthz, "healthz", p_none},
 	{"GET", "/version", h_version, "version", p_none},
 	{"GET", "/_auth", h_auth, "auth", p_none},

@@ -170,3 +170,70 @@ void cm_docker_message(const char *body, char *out, size_t outsz)
 	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
 		out[--n] = '\0';
 }
+
+struct exch {
+	const struct cm_docker_io *io;
+	bool aborted;
+};
+
+static size_t exch_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+	struct exch *x = ud;
+	return x->io->read(buf, size * nitems, x->io->ud);
+}
+
+static size_t exch_header(char *buf, size_t size, size_t nitems, void *ud)
+{
+	struct exch *x = ud;
+	if (x->io->header)
+		x->io->header(buf, size * nitems, x->io->ud);
+	return size * nitems;
+}
+
+static size_t exch_body(char *buf, size_t size, size_t nitems, void *ud)
+{
+	struct exch *x = ud;
+	if (x->io->body && x->io->body(buf, size * nitems, x->io->ud)) {
+		x->aborted = true;
+		return 0;
+	}
+	return size * nitems;
+}
+
+long cm_docker_exchange(struct cm_docker *d, const char *method, const char *path, const struct cm_docker_io *io,
+			long timeout_s, struct cm_error *err)
+{
+	struct exch x = {io, false};
+	setup(d, path);
+	struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+	if (io->read) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/x-tar");
+		curl_easy_setopt(d->curl, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(d->curl, CURLOPT_READFUNCTION, exch_read);
+		curl_easy_setopt(d->curl, CURLOPT_READDATA, &x);
+	}
+	if (!strcmp(method, "HEAD"))
+		curl_easy_setopt(d->curl, CURLOPT_NOBODY, 1L);
+	else
+		curl_easy_setopt(d->curl, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(d->curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(d->curl, CURLOPT_HEADERFUNCTION, exch_header);
+	curl_easy_setopt(d->curl, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(d->curl, CURLOPT_WRITEFUNCTION, exch_body);
+	curl_easy_setopt(d->curl, CURLOPT_WRITEDATA, &x);
+	/* a stream may be long: fail only when it stalls */
+	curl_easy_setopt(d->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(d->curl, CURLOPT_LOW_SPEED_TIME, timeout_s > 0 ? timeout_s : 60L);
+	CURLcode rc = curl_easy_perform(d->curl);
+	curl_slist_free_all(hdrs);
+	long status = 0;
+	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (rc != CURLE_OK && !x.aborted) {
+		if (status > 0)
+			return cm_err_set(err, 502, "compose_error", "DOCKER_STREAM_BROKEN", NULL, "the transfer with Docker broke: %s",
+					  curl_easy_strerror(rc));
+		return cm_err_set(err, 503, "compose_error", "DOCKER_UNAVAILABLE", NULL, "Docker engine unreachable: %s",
+				  curl_easy_strerror(rc));
+	}
+	return status;
+}

@@ -31,6 +31,18 @@ typedef int (*cm_docker_chunk_cb)(const char *data, size_t len, void *ud);
 long cm_docker_stream(struct cm_docker *d, const char *path, cm_docker_chunk_cb cb, void *ud,
 		      volatile int *stop, struct cm_error *err);
 
+/* A streamed exchange: the request body comes from io->read (NULL: none), response header
+ * lines go to io->header, body chunks to io->body (non-zero return aborts). Returns the
+ * HTTP status, or -1 with err when dockerd cannot be reached or the transfer broke. */
+struct cm_docker_io {
+	size_t (*read)(char *buf, size_t size, void *ud);
+	void (*header)(const char *line, size_t len, void *ud);
+	int (*body)(const char *data, size_t len, void *ud);
+	void *ud;
+};
+long cm_docker_exchange(struct cm_docker *d, const char *method, const char *path, const struct cm_docker_io *io,
+			long timeout_s, struct cm_error *err);
+
 /* Extracts Docker's {"message": ...} from an error body into out. */
 void cm_docker_message(const char *body, char *out, size_t outsz);
 

@@ -1,0 +1,243 @@
+/* archive.c: any path of the container's own filesystem as a tar stream, through the
+ * Engine API's archive endpoints (GET/HEAD/PUT /containers/{id}/archive). These are
+ * streams, so the worker talks to dockerd directly instead of queueing a job. */
+#include "config.h"
+#include "app.h"
+#include "docker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static struct cm_docker docker;
+static bool docker_ready;
+
+static struct cm_docker *get_docker(struct cm_req *r, struct cm_error *err)
+{
+	if (!docker_ready) {
+		if (cm_docker_init(&docker, r->app->cfg.docker_host, err) < 0)
+			return NULL;
+		docker_ready = true;
+	}
+	return &docker;
+}
+
+/* The container's Docker id from its row (404 when there is no row). */
+static int docker_id(struct cm_req *r, const char *cuid, char *out, size_t outsz, struct cm_error *err)
+{
+	static const char *sql = "SELECT docker_id FROM containers WHERE cuid = ?";
+	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, err);
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, cuid, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && cm_col_str(st, 0))
+		snprintf(out, outsz, "%s", cm_col_str(st, 0));
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return cm_err_set(err, 404, "not_found", "CONTAINER_NOT_FOUND", "cuid", "container %s not found", cuid);
+	if (rc != SQLITE_ROW)
+		return cm_db_fail(&r->app->db, err, "read container");
+	if (!out[0])
+		return cm_err_set(err, 409, "conflict", "CONTAINER_NOT_READY", NULL, "container %s is still being created", cuid);
+	return 0;
+}
+
+/* Checks ?path= (absolute, inside the container) and builds the Docker request path. */
+static int archive_path(struct cm_req *r, const char *id, char *out, size_t outsz, struct cm_error *err)
+{
+	const char *p = cm_req_query(r, "path");
+	if (!p || p[0] != '/')
+		return cm_err_validation(err, "INVALID_PATH", "path", "path must be an absolute path inside the container");
+	size_t n = strlen(p);
+	if (n > 4096)
+		return cm_err_validation(err, "INVALID_PATH", "path", "path is longer than 4096 bytes");
+	for (const unsigned char *c = (const unsigned char *)p; *c; c++)
+		if (*c < 0x20 || *c == 0x7f)
+			return cm_err_validation(err, "INVALID_PATH", "path", "path contains a control character");
+	char *esc = curl_easy_escape(NULL, p, (int)n);
+	if (!esc)
+		return cm_err_internal(err, "out of memory");
+	int rc = cm_pathf(out, outsz, "/containers/%s/archive?path=%s", id, esc);
+	curl_free(esc);
+	return rc < 0 ? cm_err_validation(err, "INVALID_PATH", "path", "path is too long") : 0;
+}
+
+struct pull {
+	struct cm_req *r;
+	long status;
+	char stat_json[2048];
+	struct cm_buf errbody;
+	bool started;
+	bool head;
+};
+
+static int b64_std_decode(const char *in, size_t n, char *out, size_t outsz)
+{
+	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t o = 0;
+	for (size_t i = 0; i < n && in[i] != '='; i++) {
+		const char *q = strchr(tbl, in[i]);
+		if (!q || !in[i])
+			return -1;
+		acc = (acc << 6) | (uint32_t)(q - tbl);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o + 1 >= outsz)
+				return -1;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+static void pull_header(const char *line, size_t len, void *ud)
+{
+	struct pull *p = ud;
+	static const char key[] = "X-Docker-Container-Path-Stat:";
+	if (len > 9 && !strncmp(line, "HTTP/", 5)) {
+		const char *sp = memchr(line, ' ', len);
+		if (sp)
+			p->status = strtol(sp + 1, NULL, 10);
+	} else if (len > sizeof key && !strncasecmp(line, key, sizeof key - 1)) {
+		const char *v = line + sizeof key - 1;
+		size_t vl = len - (sizeof key - 1);
+		while (vl && (*v == ' '))
+			v++, vl--;
+		while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n'))
+			vl--;
+		char json[2048];
+		/* Docker's stat is base64 JSON; we pass it on as one line of JSON */
+		if (b64_std_decode(v, vl, json, sizeof json) > 0 && cm_valid_utf8(json, strlen(json)) &&
+		    !strpbrk(json, "\r\n"))
+			snprintf(p->stat_json, sizeof p->stat_json, "%s", json);
+	}
+}
+
+static int pull_body(const char *data, size_t len, void *ud)
+{
+	struct pull *p = ud;
+	if (p->status != 200) {
+		if (p->errbody.len < 4096)
+			cm_buf_append(&p->errbody, data, len < 4096 ? len : 4096);
+		return 0;
+	}
+	if (!p->started) {
+		char hdr[2200];
+		snprintf(hdr, sizeof hdr, "X-Container-Path-Stat: %s\r\n", p->stat_json[0] ? p->stat_json : "{}");
+		cm_respond_start(p->r, 200, "application/x-tar", hdr, -1);
+		p->started = true;
+	}
+	return FCGX_PutStr(data, (int)len, p->r->fr->out) < 0 ? 1 : 0;
+}
+
+static void docker_status_error(struct cm_req *r, long status, const char *body, const char *what)
+{
+	char msg[400];
+	cm_docker_message(body, msg, sizeof msg);
+	if (status == 404)
+		cm_respond_errorf(r, 404, "not_found", "PATH_NOT_FOUND", "path", "%s: %s", what, msg);
+	else if (status == 400)
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_ARCHIVE", NULL, "%s: %s", what, msg);
+	else if (status == 403)
+		cm_respond_errorf(r, 403, "forbidden", "READ_ONLY", "path", "%s: %s", what, msg);
+	else if (status == 409)
+		cm_respond_errorf(r, 409, "conflict", "CONFLICT", "path", "%s: %s", what, msg);
+	else
+		cm_respond_errorf(r, 500, "compose_error", "DOCKER_ERROR", NULL, "%s failed (Docker %ld): %s", what, status, msg);
+}
+
+void h_container_archive_get(struct cm_req *r)
+{
+	const char *cuid = cm_path_cuid(r);
+	if (!cuid)
+		return;
+	struct cm_error err = {0};
+	char id[128] = "", path[8400];
+	struct cm_docker *d;
+	if (docker_id(r, cuid, id, sizeof id, &err) < 0 || archive_path(r, id, path, sizeof path, &err) < 0 ||
+	    !(d = get_docker(r, &err))) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	struct pull p = {.r = r, .head = !strcmp(r->method, "HEAD")};
+	struct cm_docker_io io = {NULL, pull_header, pull_body, &p};
+	long st = cm_docker_exchange(d, p.head ? "HEAD" : "GET", path, &io, 60, &err);
+	if (st < 0 && !p.started) {
+		cm_respond_error(r, &err, NULL);
+	} else if (p.head && st == 200) {
+		char hdr[2200];
+		snprintf(hdr, sizeof hdr, "X-Container-Path-Stat: %s\r\n", p.stat_json[0] ? p.stat_json : "{}");
+		cm_respond_start(r, 200, "application/x-tar", hdr, -1);
+	} else if (!p.started && st == 200) {
+		/* an empty tar stream: still a success */
+		cm_respond(r, 200, "application/x-tar", NULL, "", 0);
+	} else if (!p.started) {
+		docker_status_error(r, st, cm_buf_str(&p.errbody), "reading the archive");
+	} else if (st < 0) {
+		cm_warn("archive download of %s stopped: %s", cuid, err.message);
+	}
+	cm_buf_free(&p.errbody);
+}
+
+struct push {
+	struct cm_req *r;
+	struct cm_buf body;
+};
+
+static size_t push_read(char *buf, size_t size, void *ud)
+{
+	struct push *p = ud;
+	int n = FCGX_GetStr(buf, (int)(size > (1 << 20) ? (1 << 20) : size), p->r->fr->in);
+	return n > 0 ? (size_t)n : 0;
+}
+
+static int push_body(const char *data, size_t len, void *ud)
+{
+	struct push *p = ud;
+	if (p->body.len < 4096)
+		cm_buf_append(&p->body, data, len < 4096 ? len : 4096);
+	return 0;
+}
+
+void h_container_archive_put(struct cm_req *r)
+{
+	const char *cuid = cm_path_cuid(r);
+	if (!cuid)
+		return;
+	struct cm_error err = {0};
+	char id[128] = "", path[8400];
+	struct cm_docker *d;
+	const char *ct = cm_req_header(r, "CONTENT_TYPE");
+	if (!ct || (strncasecmp(ct, "application/x-tar", 17) && strncasecmp(ct, "application/tar", 15))) {
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_CONTENT_TYPE", "Content-Type",
+				  "send a tar archive as Content-Type: application/x-tar");
+		return;
+	}
+	if (docker_id(r, cuid, id, sizeof id, &err) < 0 || archive_path(r, id, path, sizeof path, &err) < 0 ||
+	    !(d = get_docker(r, &err))) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	struct push p = {.r = r};
+	struct cm_docker_io io = {push_read, NULL, push_body, &p};
+	long st = cm_docker_exchange(d, "PUT", path, &io, 60, &err);
+	if (st < 0) {
+		cm_respond_error(r, &err, NULL);
+	} else if (st == 200) {
+		yajl_gen g = cm_jg_new();
+		yajl_gen_map_open(g);
+		cm_jg_kv_str(g, "cuid", cuid);
+		cm_jg_kv_str(g, "path", cm_req_query(r, "path"));
+		yajl_gen_map_close(g);
+		char *body = cm_jg_finish(g);
+		cm_respond_json(r, 200, NULL, body ? body : "{}");
+		free(body);
+	} else {
+		docker_status_error(r, st, cm_buf_str(&p.body), "writing the archive");
+	}
+	cm_buf_free(&p.body);
+}
