@@ -52,10 +52,15 @@ static bool match(const char *pattern, const char *path, struct cm_req *r)
 		if (*p == '*') {
 			const char *end = strchr(s, '/');
 			size_t len = end ? (size_t)(end - s) : strlen(s);
-			if (len == 0 || len >= sizeof r->params[0] || np >= CM_MAX_PARAMS)
+			if (len == 0 || np >= CM_MAX_PARAMS)
 				return false;
-			memcpy(r->params[np], s, len);
-			r->params[np][len] = '\0';
+			if (len >= sizeof r->params[0]) {
+				/* too long to be any id: keep the route, let the handler refuse it */
+				snprintf(r->params[np], sizeof r->params[0], "%s", "(too long)");
+			} else {
+				memcpy(r->params[np], s, len);
+				r->params[np][len] = '\0';
+			}
 			np++;
 			p++;
 			s += len;

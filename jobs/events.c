@@ -217,7 +217,11 @@ int reconcile_all(struct ctx *c, struct cm_error *err)
 		yajl_tree_free(list);
 		return -1;
 	}
-	char (*gone)[40] = NULL;
+	struct gone_row {
+		char cuid[40];
+		char docker_id[80];
+		char status[16];
+	} *gone = NULL;
 	size_t ngone = 0, cap = 0;
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		const char *cuid = cm_col_str(s, 0);
@@ -236,20 +240,27 @@ int reconcile_all(struct ctx *c, struct cm_error *err)
 				break;
 			gone = n;
 		}
-		snprintf(gone[ngone++], 40, "%s", cuid);
+		snprintf(gone[ngone].cuid, sizeof gone[ngone].cuid, "%s", cuid);
+		snprintf(gone[ngone].docker_id, sizeof gone[ngone].docker_id, "%s", did ? did : "");
+		snprintf(gone[ngone].status, sizeof gone[ngone].status, "%s", cm_col_str(s, 2) ? cm_col_str(s, 2) : "");
+		ngone++;
 	}
 	sqlite3_reset(s);
 	yajl_tree_free(list);
 	for (size_t i = 0; i < ngone; i++) {
-		if (is_pending(c, gone[i]))
-			continue;
-		static const char *del = "DELETE FROM containers WHERE cuid = ?";
+		/* decided in one statement: a job that started (or finished) since the snapshot
+		 * keeps its row */
+		static const char *del = "DELETE FROM containers WHERE cuid = ?1 AND docker_id IS ?2 AND status IS ?3 "
+					 "AND NOT EXISTS (SELECT 1 FROM jobs WHERE cuid = ?1 AND status IN ('queued','running'))";
 		s = cm_db_stmt(&c->db, del, err);
 		if (!s)
 			break;
-		sqlite3_bind_text(s, 1, gone[i], -1, SQLITE_STATIC);
-		if (sqlite3_step(s) == SQLITE_DONE)
-			cm_warn("container %s has no Docker container any more; its row is removed (files kept)", gone[i]);
+		sqlite3_bind_text(s, 1, gone[i].cuid, -1, SQLITE_STATIC);
+		if (gone[i].docker_id[0])
+			sqlite3_bind_text(s, 2, gone[i].docker_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, gone[i].status, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_DONE && sqlite3_changes(c->db.h))
+			cm_warn("container %s has no Docker container any more; its row is removed (files kept)", gone[i].cuid);
 		sqlite3_reset(s);
 	}
 	free(gone);

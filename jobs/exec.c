@@ -102,7 +102,7 @@ static char *actual_ports(const char *requested, yajl_val inspect)
 	return cm_jg_finish(g);
 }
 
-int sync_row(struct ctx *c, const char *cuid, yajl_val insp, struct cm_error *err)
+static int sync_row_locked(struct ctx *c, const char *cuid, yajl_val insp, struct cm_error *err)
 {
 	static const char *sel = "SELECT docker_id, ports FROM containers WHERE cuid = ?";
 	static const char *upd =
@@ -154,6 +154,19 @@ int sync_row(struct ctx *c, const char *cuid, yajl_val insp, struct cm_error *er
 	if (rc != SQLITE_DONE)
 		return cm_db_fail(&c->db, err, "sync");
 	return 0;
+}
+
+/* Read and write in one transaction: the row's requested ports may change under a
+ * concurrent job, and a stale read must not overwrite a newer answer. */
+int sync_row(struct ctx *c, const char *cuid, yajl_val insp, struct cm_error *err)
+{
+	if (cm_db_begin(&c->db, err) < 0)
+		return -1;
+	if (sync_row_locked(c, cuid, insp, err) < 0) {
+		cm_db_rollback(&c->db);
+		return -1;
+	}
+	return cm_db_commit(&c->db, err);
 }
 
 int pending_job(struct ctx *c, const char *cuid)

@@ -161,9 +161,14 @@ yajl_val cm_json_parse(const char *text, size_t len, struct cm_error *err)
 	for (size_t i = 0; i < len; i++) {
 		char c = text[i];
 		if (in_str) {
-			if (c == '\\')
+			if (c == '\\') {
+				/* a NUL inside a string would silently cut it short in C */
+				if (i + 5 < len && text[i + 1] == 'u' && !memcmp(text + i + 2, "0000", 4)) {
+					cm_err_validation(err, "INVALID_VALUE", NULL, "strings must not contain NUL (\\u0000)");
+					return NULL;
+				}
 				i++;
-			else if (c == '"')
+			} else if (c == '"')
 				in_str = false;
 		} else if (c == '"') {
 			in_str = true;

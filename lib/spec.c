@@ -26,7 +26,7 @@ static const char *const forbidden[] = {
 	"volumes", "binds", "mounts", "volumesfrom", "tmpfs", "user", "groupadd", "hostconfig",
 	"oomkilldisable", "oomscoreadj", "capdrop", "readonlyrootfs", "extrahosts", "dns", "init",
 	"restartpolicy", "logconfig", "labels", "entrypoint", "workingdir", "hostname", "shmsize",
-	"ulimits", "deviceRequests", "gpus", "cpuset", "cpusetcpus", "isolation", "links", "name",
+	"ulimits", "deviceRequests", "cpuset", "cpusetcpus", "isolation", "links", "name",
 };
 
 static bool is_forbidden(const char *key)
