@@ -111,8 +111,8 @@ def main(t):
     for name, body, code, field in [
         ("unknown field", {"colour": "red"}, "UNKNOWN_FIELD", "colour"),
         ("privileged", {"privileged": True}, "FORBIDDEN_OPTION", "privileged"),
-        ("env key 1BAD", {"env": {"1BAD": "x"}}, "INVALID_VALUE", None),
-        ("memory 12xb", {"resources": {"memory": "12xb"}}, "INVALID_VALUE", "resources.memory"),
+        ("env key 1BAD", {"env": {"1BAD": "x"}}, "INVALID_ENV_NAME", "env.1BAD"),
+        ("memory 12xb", {"resources": {"memory": "12xb"}}, "INVALID_SIZE", "resources.memory"),
         ("unknown nested", {"resources": {"gpus": 1}}, "UNKNOWN_FIELD", "resources.gpus"),
         ("tags not a list", {"tags": "x"}, "INVALID_TYPE", "tags"),
     ]:
