@@ -27,7 +27,7 @@ struct cm_req {
 	char request_id[40];
 	char user[128];
 	char remote_addr[64];
-	int64_t start_ms;
+	int64_t start_us;
 	/* query string, decoded */
 	int nquery;
 	struct {

@@ -1,40 +1,47 @@
-/* audit.c: one audit row per request, written after the response has been flushed. */
+/* audit.c: one audit row per request, after the response has been flushed. The row goes as
+ * a datagram to the runner's batch writer (one transaction for many rows), so the request
+ * path never waits for the SQLite write lock; when the writer cannot take it, the worker
+ * inserts the row itself. */
 #include "config.h"
 #include "app.h"
+#include "audit.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int audit_fd = -1;
+static struct sockaddr_un audit_addr;
 
 void cm_audit_write(struct cm_req *r)
 {
-	static const char *sql = "INSERT INTO audit(ts, request_id, user, remote_addr, method, path, cuid, action, "
-				 "status, error_code, duration_ms, job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)";
-	struct cm_error err;
 	char ts[32];
 	cm_time_rfc3339(ts, cm_now_ms());
-	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, &err);
-	if (!st) {
-		cm_warn("audit: %s", err.message);
-		return;
+	struct cm_audit_row row = {
+		.ts = ts, .request_id = r->request_id, .user = r->user, .remote_addr = r->remote_addr,
+		.method = r->method, .path = r->path, .cuid = r->cuid, .action = r->action,
+		.error_code = r->error_code, .status = r->status,
+		.duration_ms = (double)(cm_monotonic_us() - r->start_us) / 1000.0, .job_id = r->job_id,
+	};
+	if (audit_fd < 0 && audit_addr.sun_family == 0) {
+		audit_addr.sun_family = AF_UNIX;
+		if (cm_pathf(audit_addr.sun_path, sizeof audit_addr.sun_path, "%s/audit.sock", r->app->cfg.run_dir) == 0)
+			audit_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	}
-	double dur = (double)(cm_monotonic_ms() - r->start_ms);
-	sqlite3_bind_text(st, 1, ts, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->request_id, -1, SQLITE_STATIC);
-	if (r->user[0])
-		sqlite3_bind_text(st, 3, r->user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, r->remote_addr, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, r->method, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, r->path, -1, SQLITE_STATIC);
-	if (r->cuid[0])
-		sqlite3_bind_text(st, 7, r->cuid, -1, SQLITE_STATIC);
-	if (r->action[0])
-		sqlite3_bind_text(st, 8, r->action, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 9, r->status);
-	if (r->error_code[0])
-		sqlite3_bind_text(st, 10, r->error_code, -1, SQLITE_STATIC);
-	sqlite3_bind_double(st, 11, dur);
-	if (r->job_id > 0)
-		sqlite3_bind_int64(st, 12, r->job_id);
-	if (sqlite3_step(st) != SQLITE_DONE)
-		cm_warn("audit insert failed: %s", sqlite3_errmsg(r->app->db.h));
-	sqlite3_reset(st);
+	char *msg = audit_fd >= 0 ? cm_audit_encode(&row) : NULL;
+	if (msg) {
+		ssize_t n = sendto(audit_fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&audit_addr,
+				   sizeof audit_addr);
+		size_t len = strlen(msg);
+		free(msg);
+		if (n == (ssize_t)len)
+			return;
+	}
+	/* the writer is down or saturated: keep the row anyway */
+	struct cm_error err;
+	if (cm_audit_insert(&r->app->db, &row, &err) < 0)
+		cm_warn("audit row lost for %s: %s", r->request_id, err.message);
 }

@@ -102,14 +102,21 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 	if (strlen(cred) >= AUTH_MAX_HEADER)
 		return deny(err, "INVALID_CREDENTIALS", "Invalid credentials");
 
-	struct stat st;
-	if (stat(r->app->htpasswd, &st) < 0)
-		return cm_err_set(err, 503, "unavailable", "AUTH_UNAVAILABLE", NULL, "credentials file is missing");
-	if (!same_file(&st, &cache_stamp)) {
-		cache_flush();
-		cache_stamp = st;
-	}
+	/* a changed password file empties the cache; looked at no more than once a second */
+	static int64_t checked_at;
 	int64_t now = cm_monotonic_ms();
+	if (now - checked_at >= 1000 || !checked_at) {
+		struct stat st;
+		if (stat(r->app->htpasswd, &st) < 0) {
+			cache_flush();
+			return cm_err_set(err, 503, "unavailable", "AUTH_UNAVAILABLE", NULL, "credentials file is missing");
+		}
+		if (!same_file(&st, &cache_stamp)) {
+			cache_flush();
+			cache_stamp = st;
+		}
+		checked_at = now;
+	}
 	size_t cl = strlen(cred);
 	for (unsigned i = 0; i < AUTH_CACHE_SLOTS; i++) {
 		struct auth_slot *s = &cache[i];

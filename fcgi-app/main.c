@@ -112,7 +112,7 @@ static void handle(struct cm_app *app, FCGX_Request *fr)
 	struct cm_req r = {0};
 	r.fr = fr;
 	r.app = app;
-	r.start_ms = cm_monotonic_ms();
+	r.start_us = cm_monotonic_us();
 	if (req_init(&r) == 0) {
 		struct cm_error err = {0};
 		if (cm_auth_check(&r, &err) < 0) {

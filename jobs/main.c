@@ -313,9 +313,10 @@ int main(int argc, char **argv)
 		cm_error("cannot listen on %s: %s", rn.sock_path, strerror(errno));
 		return 1;
 	}
-	pthread_t mon, ev;
+	pthread_t mon, ev, aud;
 	pthread_t *ex = calloc((size_t)rn.cfg.runner_threads, sizeof *ex);
-	if (!ex || pthread_create(&mon, NULL, monitor_thread, &rn) || pthread_create(&ev, NULL, events_thread, &rn))
+	if (!ex || pthread_create(&mon, NULL, monitor_thread, &rn) || pthread_create(&ev, NULL, events_thread, &rn) ||
+	    pthread_create(&aud, NULL, audit_thread, &rn))
 		return 1;
 	for (int i = 0; i < rn.cfg.runner_threads; i++)
 		if (pthread_create(&ex[i], NULL, executor, NULL))
@@ -400,6 +401,7 @@ int main(int argc, char **argv)
 	wake_executors();
 	for (int i = 0; i < rn.cfg.runner_threads; i++)
 		pthread_join(ex[i], NULL);
+	pthread_join(aud, NULL); /* flushes the audit rows still queued */
 	/* the event and monitor threads may sit in a long Docker call; the process ends anyway */
 	unlink(rn.sock_path);
 	ctx_close(&main_ctx);

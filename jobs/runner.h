@@ -52,4 +52,7 @@ void *monitor_thread(void *arg);
 int reconcile_all(struct ctx *c, struct cm_error *err);
 void detect_compose(struct runner *rn);
 
+/* auditd.c */
+void *audit_thread(void *arg);
+
 #endif

@@ -74,6 +74,7 @@ bool cm_valid_cuid(const char *s);
 void cm_time_rfc3339(char out[32], int64_t unix_ms);
 int64_t cm_now_ms(void);
 int64_t cm_monotonic_ms(void);
+int64_t cm_monotonic_us(void);
 /* Parses Docker's RFC 3339 nano timestamps; returns unix ms, or 0 for Docker's zero time. */
 int64_t cm_parse_docker_time(const char *s);
 bool cm_valid_utf8(const char *s, size_t len);

@@ -1,0 +1,23 @@
+/* audit.h: audit rows: one per request, inserted directly or batched by the runner. */
+#ifndef CM_AUDIT_H
+#define CM_AUDIT_H
+
+#include "cm.h"
+#include "db.h"
+#include "json.h"
+
+struct cm_audit_row {
+	const char *ts, *request_id, *user, *remote_addr, *method, *path, *cuid, *action, *error_code;
+	int status;
+	double duration_ms;
+	int64_t job_id;
+};
+
+/* Inserts one row (no transaction of its own: callers batch). */
+int cm_audit_insert(struct cm_db *db, const struct cm_audit_row *row, struct cm_error *err);
+/* Encodes a row as one JSON datagram (caller frees). */
+char *cm_audit_encode(const struct cm_audit_row *row);
+/* Decodes a datagram; the row's strings point into *tree (free with yajl_tree_free). */
+int cm_audit_decode(const char *text, size_t len, struct cm_audit_row *row, yajl_val *tree);
+
+#endif
