@@ -124,6 +124,14 @@ static void handle(struct cm_app *app, FCGX_Request *fr)
 	}
 	if (!r.responded)
 		cm_respond_errorf(&r, 500, "internal_error", "INTERNAL", NULL, "no response was produced");
+	/* Every byte of input read means close() cannot reset the connection, so skip
+	 * libfcgi's lingering close (a wait for nginx to hang up after every request). */
+	char sink[4096];
+	int left = 64, n;
+	while (left-- > 0 && (n = FCGX_GetStr(sink, sizeof sink, fr->in)) > 0)
+		;
+	if (FCGX_HasSeenEOF(fr->in) == EOF)
+		FCGX_Detach(fr);
 	FCGX_Finish_r(fr);
 	cm_audit_write(&r);
 	cm_buf_free(&r.body);

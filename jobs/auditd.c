@@ -77,9 +77,19 @@ void *audit_thread(void *arg)
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		if (poll(&p, 1, 500) <= 0)
 			continue;
+		/* gather for up to 100 ms: few commits keep the readers' page caches valid */
 		int n = 0;
-		while (n < BATCH) {
+		int64_t until = cm_monotonic_ms() + 100;
+		while (n < BATCH && !rn->stop) {
 			ssize_t got = recv(fd, buf, sizeof buf, 0);
+			if (got < 0 && errno == EAGAIN) {
+				int64_t left = until - cm_monotonic_ms();
+				if (left <= 0)
+					break;
+				struct pollfd q = {.fd = fd, .events = POLLIN};
+				poll(&q, 1, (int)left);
+				continue;
+			}
 			if (got <= 0)
 				break;
 			if (cm_audit_decode(buf, (size_t)got, &rows[n], &trees[n]) == 0)

@@ -159,7 +159,9 @@ int cm_db_open(struct cm_db *db, const char *path, struct cm_error *err)
 	if (cm_db_exec(db, "PRAGMA journal_mode=WAL", err) < 0 ||
 	    cm_db_exec(db, "PRAGMA synchronous=NORMAL", err) < 0 ||
 	    cm_db_exec(db, "PRAGMA journal_size_limit=16777216", err) < 0 ||
-	    cm_db_exec(db, "PRAGMA foreign_keys=ON", err) < 0 || migrate(db, err) < 0) {
+	    /* migrations rebuild tables: no cascading while they run */
+	    cm_db_exec(db, "PRAGMA foreign_keys=OFF", err) < 0 || migrate(db, err) < 0 ||
+	    cm_db_exec(db, "PRAGMA foreign_keys=ON", err) < 0) {
 		cm_db_close(db);
 		return -1;
 	}

@@ -31,36 +31,8 @@ static int emit_exit_code(yajl_gen g, sqlite3_stmt *st)
 
 int cm_store_emit_container(yajl_gen g, sqlite3_stmt *st)
 {
-	yajl_gen_map_open(g);
-	cm_jg_kv_str(g, "cuid", cm_col_str(st, CC_CUID));
-	cm_jg_kv_str(g, "image", cm_col_str(st, CC_IMAGE));
-	cm_jg_str(g, "command");
-	cm_jg_raw(g, cm_col_str(st, CC_COMMAND));
-	cm_jg_str(g, "env");
-	cm_jg_raw(g, cm_col_str(st, CC_ENV));
-	cm_jg_str(g, "tags");
-	cm_jg_raw(g, cm_col_str(st, CC_TAGS));
-	cm_jg_str(g, "resources");
-	yajl_gen_map_open(g);
-	cm_jg_str(g, "cpus");
-	if (sqlite3_column_type(st, CC_CPUS) == SQLITE_NULL)
-		cm_jg_null(g);
-	else
-		cm_jg_double(g, sqlite3_column_double(st, CC_CPUS));
-	cm_jg_kv_int(g, "memory", sqlite3_column_int64(st, CC_MEMORY));
-	cm_jg_kv_int(g, "pids", sqlite3_column_int64(st, CC_PIDS));
-	yajl_gen_map_close(g);
-	cm_jg_str(g, "ports");
-	emit_ports(g, st);
-	cm_jg_kv_str(g, "status", cm_col_str(st, CC_STATUS));
-	cm_jg_kv_str(g, "docker_id", cm_col_str(st, CC_DOCKER_ID));
-	emit_exit_code(g, st);
-	emit_time(g, "started_at", st, CC_STARTED);
-	emit_time(g, "finished_at", st, CC_FINISHED);
-	cm_jg_kv_int(g, "restart_count", sqlite3_column_int64(st, CC_RESTARTS));
-	emit_time(g, "created_at", st, CC_CREATED);
-	emit_time(g, "updated_at", st, CC_UPDATED);
-	return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
+	/* rendered by SQLite when the row was written (sql/0002_container_doc.sql) */
+	return cm_jg_raw(g, cm_col_str(st, CC_DOC));
 }
 
 int cm_store_emit_status(yajl_gen g, sqlite3_stmt *st)
