@@ -1127,6 +1127,145 @@ def bench_d(root):
 
 # ------------------------------------------------------------------------------ main
 
+# ------------------------------------------------------------------------------ (e)/(f) files
+
+def descendants(pid):
+    """pids below pid (the stack's processes)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for k in kids.get(p, []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def worker_hwm_kb(st):
+    """Peak RSS (VmHWM, kB) of each cm-fcgi worker of the stack."""
+    out = {}
+    for p in descendants(st.proc.pid):
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as f:
+                if b"cm-fcgi" not in f.read():
+                    continue
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        out[p] = int(line.split()[1])
+        except OSError:
+            pass
+    return out
+
+
+def make_source_zip(path, ndirs=100, per_dir=100, size=10000):
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for d in range(ndirs):
+            for i in range(per_dir):
+                zf.writestr("src/d%03d/f%03d.bin" % (d, i), os.urandom(size))
+    return os.path.getsize(path)
+
+
+def bench_e(root):
+    say("\n(e) upload-zip of a 100 MB zip of 10,000 files vs `bsdtar -xf` of the same file on the same disk")
+    if not shutil.which("bsdtar"):
+        raise RuntimeError("bsdtar is missing (apt-get install libarchive-tools)")
+    st = Stack(root, "e")
+    start_stacks(st)
+    cuid = st.create_container(start=False)
+    z = os.path.join(st.dir, "src.zip")
+    zsize = make_source_zip(z)
+    say("  zip: %.1f MB, 10,000 files in 100 directories" % (zsize / 1e6))
+    app = os.path.join(st.data, "containers", cuid, "app")
+    scratch = os.path.join(st.data, "bsdtar-out")
+    os.makedirs(scratch)
+    ses = st.session()
+    api_t, tar_t = [], []
+    for rnd in range(ROUNDS):
+        subprocess.run(["sync"])
+        with open(z, "rb") as f:
+            t0 = time.time()
+            r = ses.post(st.base + "/containers/%s/upload-zip" % cuid, data=f,
+                         headers={"Content-Type": "application/zip"}, params={"path": "r%d" % rnd}, timeout=600)
+            api_t.append(time.time() - t0)
+        if r.status_code != 200 or r.json().get("files") != 10000:
+            raise RuntimeError("upload-zip -> %s %s" % (r.status_code, r.text[:300]))
+        out = os.path.join(scratch, "r%d" % rnd)
+        os.makedirs(out)
+        subprocess.run(["sync"])
+        t0 = time.time()
+        p = subprocess.run(["bsdtar", "-xf", z, "-C", out])
+        tar_t.append(time.time() - t0)
+        if p.returncode != 0:
+            raise RuntimeError("bsdtar failed")
+        say("  round %d: upload-zip %.2f s (incl. the 100 MB HTTP transfer)   bsdtar -xf %.2f s" % (rnd + 1, api_t[-1], tar_t[-1]))
+        shutil.rmtree(os.path.join(app, "r%d" % rnd), ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+    st.delete_container(cuid, "e")
+    finish_stacks("e", st)
+    a, b = median(api_t), median(tar_t)
+    say("  RESULT (e) upload-zip %.2f s vs bsdtar -xf %.2f s -> %.2fx (target <= 1.25x)" % (a, b, a / b))
+    RESULTS["e"] = {"api": a, "tar": b, "ratio": a / b, "mb": zsize / 1e6}
+
+
+def bench_f(root):
+    say("\n(f) download-zip of a 1 GB directory: worker peak RSS, and throughput vs `bsdtar -cf - --format zip`")
+    if not shutil.which("bsdtar"):
+        raise RuntimeError("bsdtar is missing (apt-get install libarchive-tools)")
+    st = Stack(root, "f")
+    start_stacks(st)
+    cuid = st.create_container(start=False)
+    big = os.path.join(st.data, "containers", cuid, "app", "big")
+    os.makedirs(big)
+    chunk = os.urandom(1 << 20)
+    for i in range(100):
+        with open(os.path.join(big, "f%03d.bin" % i), "wb") as f:
+            for k in range(10):
+                f.write(chunk[k:] + chunk[:k])
+    total = 100 * 10 * len(chunk)
+    before = worker_hwm_kb(st)
+    ses = st.session()
+    api_t, tar_t, sizes = [], [], []
+    for rnd in range(2):
+        t0 = time.time()
+        n = 0
+        with ses.get(st.base + "/containers/%s/download-zip" % cuid, params={"path": "big"}, stream=True, timeout=600) as r:
+            if r.status_code != 200:
+                raise RuntimeError("download-zip -> %s" % r.status_code)
+            for block in r.iter_content(1 << 20):
+                n += len(block)
+        api_t.append(time.time() - t0)
+        sizes.append(n)
+        t0 = time.time()
+        with open(os.devnull, "wb") as devnull:
+            p = subprocess.run(["bsdtar", "-cf", "-", "--format", "zip", "-C", os.path.dirname(big), "big"], stdout=devnull)
+        tar_t.append(time.time() - t0)
+        if p.returncode != 0:
+            raise RuntimeError("bsdtar failed")
+        say("  round %d: download-zip %.2f s (%.0f MB/s, %d bytes)   bsdtar %.2f s (%.0f MB/s)"
+            % (rnd + 1, api_t[-1], total / api_t[-1] / 1e6, n, tar_t[-1], total / tar_t[-1] / 1e6))
+    after = worker_hwm_kb(st)
+    peak = max(after.values()) if after else 0
+    grew = {p: (before.get(p, 0), kb) for p, kb in after.items() if kb > before.get(p, 0)}
+    say("  worker peak RSS (VmHWM) after the downloads: max %.1f MB (per worker before/after, kB: %s)"
+        % (peak / 1024, grew or after))
+    st.delete_container(cuid, "f")
+    finish_stacks("f", st)
+    a, b = median(api_t), median(tar_t)
+    RESULTS["f"] = {"api": total / a / 1e6, "tar": total / b / 1e6, "ratio": b / a, "rss": peak / 1024}
+    say("  RESULT (f) download-zip %.0f MB/s vs bsdtar %.0f MB/s -> %.2fx (target >= 0.8x); worker peak RSS %.1f MB "
+        "(target < 32 MB)" % (total / a / 1e6, total / b / 1e6, b / a, peak / 1024))
+
+
 def summary():
     say("\n==================== container-manager benchmark summary ====================")
     say("workers %d (WORKERS_MIN = WORKERS_MAX = trivial processes), %d cores, loopback only" % (WORKERS, os.cpu_count()))
@@ -1154,6 +1293,14 @@ def summary():
     if r:
         say("(d) auth vs CM_AUTH=off   %15s   no auth %15s   ratio %4.0f%%   (target >= 60%%; %s)"
             % (fmt_rps(r["auth"]), fmt_rps(r["noauth"]), 100 * r["ratio"], r["scheme"]))
+    r = RESULTS.get("e")
+    if r:
+        say("(e) upload-zip %.0f MB/10k files %6.2f s   bsdtar -xf %6.2f s   ratio %5.2fx   (target <= 1.25x)"
+            % (r["mb"], r["api"], r["tar"], r["ratio"]))
+    r = RESULTS.get("f")
+    if r:
+        say("(f) download-zip 1 GB     %6.0f MB/s   bsdtar zip %6.0f MB/s   ratio %5.2fx   (target >= 0.8x); "
+            "worker peak RSS %.1f MB (target < 32 MB)" % (r["api"], r["tar"], r["ratio"], r["rss"]))
     if PROBLEMS:
         say("problems seen (%d):" % len(PROBLEMS))
         for b, t in PROBLEMS:
@@ -1213,10 +1360,10 @@ def tree_state():
 
 
 def main(argv):
-    which = [a for a in argv if a in "abcd" and len(a) == 1] or list("abcd")
-    bad = [a for a in argv if not (a in "abcd" and len(a) == 1)]
+    which = [a for a in argv if a in "abcdef" and len(a) == 1] or list("abcdef")
+    bad = [a for a in argv if not (a in "abcdef" and len(a) == 1)]
     if bad:
-        say("usage: bench/run [a] [b] [c] [d]")
+        say("usage: bench/run [a] [b] [c] [d] [e] [f]")
         return 2
     root = tempfile.mkdtemp(prefix="cm-bench.", dir="/tmp")
     os.chmod(root, 0o755)
@@ -1231,7 +1378,7 @@ def main(argv):
         return 1
     say("running %s from a copy of the build: %s" % (version, SHARE))
     bins_before = binaries()
-    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d}
+    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f}
     rc = 0
 
     def on_signal(sig, frame):
