@@ -158,14 +158,20 @@ def main(t):
         ("path= through a planted symlink", ok_zip, 400, "SYMLINK_IN_PATH", ZIP, {"path": "canarylink"}),
         ("path= absolute outside /app", ok_zip, 400, "PATH_TRAVERSAL", ZIP, {"path": "/etc"}),
     ]
+    many = make_zip([("m/%05d" % i, b"") for i in range(5001)], zipfile.ZIP_STORED)
+    big = make_zip([("big%d.bin" % i, os.urandom(17 << 20)) for i in range(4)], zipfile.ZIP_STORED)
+    cases += [
+        ("more entries than UPLOAD_MAX_ENTRIES", many, 413, "TOO_MANY_ENTRIES", ZIP, {}),
+        ("unpacks past UPLOAD_MAX_UNPACKED", big, 413, "ZIP_TOO_LARGE", ZIP, {}),
+    ]
     for name, data, status, code, headers, params in cases:
         r = s.post("/containers/%s/upload-zip" % c, data=data, headers=headers, params=params)
         check_error(t, r, status, code=code, name="upload refused: " + name)
         if status == 413:
             det = (jbody(r) or {}).get("details") or {}
             t.ok(isinstance(det.get("limit"), int), "413 names the limit in details", det)
-    t.eq(tree_digest(app), before_app, "after every refusal /app is unchanged")
-    t.eq(tree_digest(canary), before_canary, "after every refusal the canary outside /app is unchanged")
+        t.ok(tree_digest(app) == before_app and tree_digest(canary) == before_canary,
+             "after '%s' /app and the canary are unchanged" % name)
     t.ok(not os.path.exists("/tmp/escape.txt"), "nothing was written to /tmp")
     leftovers = [n for n in os.listdir(os.path.dirname(app)) if n.startswith(".upload") or n.startswith(".trash")]
     t.eq(leftovers, [], "no staging directory is left behind after refusals")
@@ -181,12 +187,49 @@ def main(t):
     t.ok(os.path.isfile(os.path.join(app, "new", "sub", "x.txt")), "sub-directory created")
     t.eq(os.stat(os.path.join(app, "new")).st_uid, int(DEFAULT_UID.split(":")[0]), "created directories belong to DEFAULT_USER_UID")
 
+    # -- curl, the other client people use
+    zpath = os.path.join(DATA_DIR, "curl-%s.zip" % rand_suffix())
+    with open(zpath, "wb") as f:
+        f.write(make_zip([("from-curl/hello.txt", b"hello from curl\n")]))
+    t.add_cleanup(lambda: os.path.exists(zpath) and os.unlink(zpath))
+    p = subprocess.run(["curl", "-sS", "-u", "%s:%s" % (USER, PASS), "-H", "Content-Type: application/zip",
+                        "--data-binary", "@" + zpath, "-w", "\n%{http_code}", URL + "/containers/%s/upload-zip" % c],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    t.ok(p.stdout.decode().rstrip().endswith("200"), "curl --data-binary upload-zip -> 200", p.stdout.decode())
+    p = subprocess.run(["curl", "-sS", "-f", "-u", "%s:%s" % (USER, PASS), "-G", "--data-urlencode", "path=from-curl/hello.txt",
+                        URL + "/containers/%s/download" % c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    t.eq(p.stdout, b"hello from curl\n", "curl download returns the file")
+    p = subprocess.run(["curl", "-sS", "-f", "-u", "%s:%s" % (USER, PASS), URL + "/containers/%s/download-zip" % c],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    t.ok(zipfile.ZipFile(io.BytesIO(p.stdout)).read("from-curl/hello.txt") == b"hello from curl\n",
+         "curl download-zip unpacks to the same bytes")
+
     # -- the container stopped: files still work
     t.status(action(s, c, "stop", json={"timeout": 1}), 200, "stop")
     r = s.post("/containers/%s/upload-zip" % c, data=make_zip([("stopped.txt", b"s")]), headers=ZIP)
     t.status(r, 200, "upload while stopped")
     r = s.get("/containers/%s/download" % c, params={"path": "stopped.txt"})
     t.eq(r.content, b"s", "download while stopped")
+
+    # -- disk full while unpacking: io_error, and nothing partial left
+    d2 = must_create(s, t)["cuid"]
+    cdir = os.path.join(DATA_DIR, "containers", d2)
+    if subprocess.call(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", cdir]) == 0:
+        t.add_cleanup(lambda: subprocess.call(["umount", "-l", cdir]))
+        os.makedirs(os.path.join(cdir, "app"))
+        os.chown(os.path.join(cdir, "app"), *[int(x) for x in DEFAULT_UID.split(":")])
+        with open(os.path.join(cdir, "app", "keep.txt"), "w") as f:
+            f.write("kept")
+        before = tree_digest(os.path.join(cdir, "app"))
+        r = s.post("/containers/%s/upload-zip" % d2, data=make_zip([("a.bin", os.urandom(1 << 20)),
+                                                                    ("b.bin", os.urandom(3 << 20))], zipfile.ZIP_STORED),
+                   headers=ZIP)
+        check_error(t, r, 500, error="io_error", code="DISK_FULL", name="upload on a full disk")
+        t.eq(tree_digest(os.path.join(cdir, "app")), before, "a failed upload on a full disk leaves /app as it was")
+        t.eq(sorted(os.listdir(cdir)), ["app"], "and no staging files are left on the full disk")
+        subprocess.call(["umount", cdir])
+    else:
+        t.skip("upload on a full disk", "cannot mount a tmpfs here")
 
     # -- unknown container
     other = sibling_cuid(c)
