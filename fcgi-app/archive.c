@@ -71,29 +71,6 @@ struct pull {
 	bool head;
 };
 
-static int b64_std_decode(const char *in, size_t n, char *out, size_t outsz)
-{
-	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	uint32_t acc = 0;
-	int bits = 0;
-	size_t o = 0;
-	for (size_t i = 0; i < n && in[i] != '='; i++) {
-		const char *q = strchr(tbl, in[i]);
-		if (!q || !in[i])
-			return -1;
-		acc = (acc << 6) | (uint32_t)(q - tbl);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o + 1 >= outsz)
-				return -1;
-			out[o++] = (char)((acc >> bits) & 0xff);
-		}
-	}
-	out[o] = '\0';
-	return (int)o;
-}
-
 static void pull_header(const char *line, size_t len, void *ud)
 {
 	struct pull *p = ud;
@@ -111,7 +88,7 @@ static void pull_header(const char *line, size_t len, void *ud)
 			vl--;
 		char json[2048];
 		/* Docker's stat is base64 JSON; we pass it on as one line of JSON */
-		if (b64_std_decode(v, vl, json, sizeof json) > 0 && cm_valid_utf8(json, strlen(json)) &&
+		if (cm_b64_decode(json, sizeof json, v, vl) > 0 && cm_valid_utf8(json, strlen(json)) &&
 		    !strpbrk(json, "\r\n"))
 			snprintf(p->stat_json, sizeof p->stat_json, "%s", json);
 	}

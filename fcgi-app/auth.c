@@ -62,29 +62,6 @@ static int find_hash(const char *path, const char *user, char *hash, size_t hash
 	return rc;
 }
 
-static int b64_decode(const char *in, char *out, size_t outsz)
-{
-	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	uint32_t acc = 0;
-	int bits = 0;
-	size_t o = 0;
-	for (const char *p = in; *p && *p != '='; p++) {
-		const char *q = strchr(tbl, *p);
-		if (!q)
-			return -1;
-		acc = (acc << 6) | (uint32_t)(q - tbl);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o + 1 >= outsz)
-				return -1;
-			out[o++] = (char)((acc >> bits) & 0xff);
-		}
-	}
-	out[o] = '\0';
-	return (int)o;
-}
-
 int cm_auth_check(struct cm_req *r, struct cm_error *err)
 {
 	if (r->app->cfg.auth_off) {
@@ -127,7 +104,7 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 	}
 
 	char plain[AUTH_MAX_HEADER];
-	int n = b64_decode(cred, plain, sizeof plain);
+	int n = (int)cm_b64_decode(plain, sizeof plain, cred, strlen(cred));
 	char *colon = n > 0 ? memchr(plain, ':', (size_t)n) : NULL;
 	if (!colon || memchr(plain, '\0', (size_t)n)) {
 		explicit_bzero(plain, sizeof plain);

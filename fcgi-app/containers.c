@@ -68,26 +68,35 @@ fail:
 	return -1;
 }
 
-/* Answers with the container row (status code given), ETag and optional Location. */
-static void respond_container(struct cm_req *r, const char *cuid, int status, bool location)
+/* Steps to cuid's row (CM_CONTAINER_COLS); answers 404 or the database error itself and
+ * returns NULL when there is none. The caller resets the statement. */
+static sqlite3_stmt *container_row(struct cm_req *r, const char *cuid)
 {
 	static const char *sql = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE cuid = ?";
 	struct cm_error err;
 	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, &err);
 	if (!st) {
 		cm_respond_error(r, &err, NULL);
-		return;
+		return NULL;
 	}
 	sqlite3_bind_text(st, 1, cuid, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		sqlite3_reset(st);
-		if (rc == SQLITE_DONE)
-			cm_respond_errorf(r, 404, "not_found", "CONTAINER_NOT_FOUND", "cuid", "container %s not found", cuid);
-		else
-			cm_respond_error(r, (cm_db_fail(&r->app->db, &err, "read container"), &err), NULL);
+	if (rc == SQLITE_ROW)
+		return st;
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		cm_respond_errorf(r, 404, "not_found", "CONTAINER_NOT_FOUND", "cuid", "container %s not found", cuid);
+	else
+		cm_respond_error(r, (cm_db_fail(&r->app->db, &err, "read container"), &err), NULL);
+	return NULL;
+}
+
+/* Answers with the container row (status code given), ETag and optional Location. */
+static void respond_container(struct cm_req *r, const char *cuid, int status, bool location)
+{
+	sqlite3_stmt *st = container_row(r, cuid);
+	if (!st)
 		return;
-	}
 	yajl_gen g = cm_jg_new();
 	cm_store_emit_container(g, st);
 	char hdr[256];
@@ -390,26 +399,10 @@ void h_container_get(struct cm_req *r)
 
 void h_container_status(struct cm_req *r)
 {
-	static const char *sql = "SELECT " CM_CONTAINER_COLS " FROM containers WHERE cuid = ?";
 	const char *cuid = cm_path_cuid(r);
-	if (!cuid)
+	sqlite3_stmt *st = cuid ? container_row(r, cuid) : NULL;
+	if (!st)
 		return;
-	struct cm_error err;
-	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, &err);
-	if (!st) {
-		cm_respond_error(r, &err, NULL);
-		return;
-	}
-	sqlite3_bind_text(st, 1, cuid, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		sqlite3_reset(st);
-		if (rc == SQLITE_DONE)
-			cm_respond_errorf(r, 404, "not_found", "CONTAINER_NOT_FOUND", "cuid", "container %s not found", cuid);
-		else
-			cm_respond_error(r, (cm_db_fail(&r->app->db, &err, "read container"), &err), NULL);
-		return;
-	}
 	yajl_gen g = cm_jg_new();
 	cm_store_emit_status(g, st);
 	sqlite3_reset(st);

@@ -192,21 +192,10 @@ static int worker_main(int listen_fd, int slot)
 
 static int open_socket(const char *path, const char *group)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path) >= (int)sizeof sa.sun_path) {
-		cm_error("socket path too long: %s", path);
-		return -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	if (fd < 0)
-		return -1;
-	unlink(path);
-	mode_t old = umask(0177);
-	int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-	umask(old);
-	if (rc < 0 || listen(fd, 1024) < 0) {
+	/* not close-on-exec: nothing execs, and the workers inherit it */
+	int fd = cm_unix_bind(path, SOCK_STREAM, 1024);
+	if (fd < 0) {
 		cm_error("cannot listen on %s: %s", path, strerror(errno));
-		close(fd);
 		return -1;
 	}
 	/* only the web server's group may connect */

@@ -51,20 +51,11 @@ void *audit_thread(void *arg)
 		cm_error("audit: %s", err.message);
 		return NULL;
 	}
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || cm_pathf(sa.sun_path, sizeof sa.sun_path, "%s/audit.sock", rn->cfg.run_dir) < 0) {
-		cm_error("audit: cannot make the socket");
-		ctx_close(&c);
-		return NULL;
-	}
-	unlink(sa.sun_path);
-	mode_t old = umask(0177);
-	int b = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-	umask(old);
-	if (b < 0) {
-		cm_error("audit: cannot bind %s: %s", sa.sun_path, strerror(errno));
-		close(fd);
+	char path[PATH_MAX];
+	int fd = -1;
+	if (cm_pathf(path, sizeof path, "%s/audit.sock", rn->cfg.run_dir) < 0 ||
+	    (fd = cm_unix_bind(path, SOCK_DGRAM | SOCK_NONBLOCK, 0)) < 0) {
+		cm_error("audit: cannot bind the socket: %s", strerror(errno));
 		ctx_close(&c);
 		return NULL;
 	}
@@ -107,7 +98,7 @@ void *audit_thread(void *arg)
 	if (n)
 		flush(&c, rows, trees, n);
 	close(fd);
-	unlink(sa.sun_path);
+	unlink(path);
 	ctx_close(&c);
 	return NULL;
 }

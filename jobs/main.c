@@ -228,25 +228,6 @@ static int requeue_interrupted(struct cm_db *db, struct cm_error *err)
 	return cm_db_exec(db, "UPDATE jobs SET status = 'queued' WHERE status = 'running'", err);
 }
 
-static int listen_on(const char *path)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path) >= (int)sizeof sa.sun_path)
-		return -1;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -1;
-	unlink(path);
-	mode_t old = umask(0177);
-	int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-	umask(old);
-	if (rc < 0 || listen(fd, 512) < 0) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 int main(int argc, char **argv)
 {
 	const char *env_file = ".env";
@@ -308,7 +289,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 8; i++)
 		snprintf(rn.instance + 2 * i, 3, "%02x", inst[i]);
 	detect_compose(&rn);
-	int lfd = listen_on(rn.sock_path);
+	int lfd = cm_unix_bind(rn.sock_path, SOCK_STREAM | SOCK_NONBLOCK, 512);
 	if (lfd < 0) {
 		cm_error("cannot listen on %s: %s", rn.sock_path, strerror(errno));
 		return 1;

@@ -99,6 +99,11 @@ char *cm_read_file(const char *path, size_t max, size_t *lenp);
 char *cm_self_dir(void);
 /* snprintf that fails (-1, ENAMETOOLONG) instead of truncating: for paths. */
 int cm_pathf(char *out, size_t outsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A unix socket of type (SOCK_STREAM/SOCK_DGRAM, flags allowed) bound at path, mode 0600,
+ * replacing a stale one; stream sockets also listen. Returns the fd or -1 (errno). */
+int cm_unix_bind(const char *path, int type, int backlog);
+/* Standard base64 (padding optional). Returns the decoded length (out NUL-terminated) or -1. */
+long cm_b64_decode(char *out, size_t outsz, const char *in, size_t inlen);
 /* HMAC-SHA256 */
 int cm_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen, unsigned char out[32]);
 bool cm_consttime_eq(const void *a, const void *b, size_t n);

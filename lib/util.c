@@ -12,6 +12,8 @@
 #include <sys/time.h>
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <openssl/hmac.h>
 #include <openssl/evp.h>
@@ -516,4 +518,50 @@ int cm_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msgle
 bool cm_consttime_eq(const void *a, const void *b, size_t n)
 {
 	return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+int cm_unix_bind(const char *path, int type, int backlog)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (cm_pathf(sa.sun_path, sizeof sa.sun_path, "%s", path) < 0)
+		return -1;
+	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	unlink(path);
+	mode_t old = umask(0177);
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	umask(old);
+	if (rc < 0 || ((type & 0xf) == SOCK_STREAM && listen(fd, backlog) < 0)) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+long cm_b64_decode(char *out, size_t outsz, const char *in, size_t inlen)
+{
+	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t o = 0;
+	for (size_t i = 0; i < inlen && in[i] != '='; i++) {
+		const char *q = in[i] ? strchr(tbl, in[i]) : NULL;
+		if (!q)
+			return -1;
+		acc = (acc << 6) | (uint32_t)(q - tbl);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o + 1 >= outsz)
+				return -1;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	if (!outsz)
+		return -1;
+	out[o] = '\0';
+	return (long)o;
 }
