@@ -307,10 +307,18 @@ static int check_entry_types(int fd, int64_t size, struct cm_error *err)
 		unsigned nl = (unsigned)(h[28] | h[29] << 8), xl = (unsigned)(h[30] | h[31] << 8), cl = (unsigned)(h[32] | h[33] << 8);
 		size_t take = nl < sizeof name - 1 ? nl : sizeof name - 1;
 		ssize_t got = pread(fd, name, take, (off_t)(at + 46));
-		name[got > 0 ? got : 0] = '\0';
-		for (char *p = name; *p; p++)
-			if ((unsigned char)*p < 0x20)
-				*p = '?';
+		size_t len = got > 0 ? (size_t)got : 0;
+		name[len] = '\0';
+		bool nul = memchr(name, '\0', len) != NULL;
+		/* general purpose bit 11: the name is UTF-8 (and must be valid) */
+		bool bad_utf8 = (h[8] | h[9] << 8) & 0x800 ? !cm_valid_utf8(name, len) : false;
+		for (size_t k = 0; k < len; k++)
+			if ((unsigned char)name[k] < 0x20 || (unsigned char)name[k] >= 0x80)
+				name[k] = '?';
+		if (nul)
+			return cm_err_validation(err, "INVALID_ENTRY_NAME", NULL, "entry '%.200s' has a NUL byte in its name", name);
+		if (bad_utf8)
+			return cm_err_validation(err, "INVALID_ENTRY_NAME", NULL, "entry '%.200s' is marked UTF-8 but is not", name);
 		if (system == 3) {
 			unsigned type = (ext >> 16) & 0170000;
 			if (type == 0120000)

@@ -158,6 +158,13 @@ def main(t):
         ("path= through a planted symlink", ok_zip, 400, "SYMLINK_IN_PATH", ZIP, {"path": "canarylink"}),
         ("path= absolute outside /app", ok_zip, 400, "PATH_TRAVERSAL", ZIP, {"path": "/etc"}),
     ]
+    def patched(name, placeholder, raw):
+        z = make_zip([(name, b"x")])
+        return z.replace(placeholder.encode("utf-8"), raw)
+    cases += [
+        ("NUL in a name", patched("aQQb", "QQ", b"\0\0"), 400, "INVALID_ENTRY_NAME", ZIP, {}),
+        ("invalid UTF-8 name", patched("a\u00e9b", "\u00e9", b"\xff\xfe"), 400, "INVALID_ENTRY_NAME", ZIP, {}),
+    ]
     many = make_zip([("m/%05d" % i, b"") for i in range(5001)], zipfile.ZIP_STORED)
     big = make_zip([("big%d.bin" % i, os.urandom(17 << 20)) for i in range(4)], zipfile.ZIP_STORED)
     cases += [
