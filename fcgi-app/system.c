@@ -43,7 +43,7 @@ void h_healthz(struct cm_req *r)
 		if (!runner_ok)
 			snprintf(msg, sizeof msg, "the job runner is not running");
 		else if (!docker_ok)
-			snprintf(msg, sizeof msg, "Docker engine unreachable: %s", docker_error[0] ? docker_error : "no answer");
+			snprintf(msg, sizeof msg, "%s", docker_error[0] ? docker_error : "Docker engine unreachable: no answer");
 		else
 			snprintf(msg, sizeof msg, "database error");
 		cm_jg_kv_str(g, "message", msg);
