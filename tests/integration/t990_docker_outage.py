@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""t990 dockerd outage (runs last): with dockerd stopped, /healthz answers 503 with the reason,
+reads keep working, changes fail fast with 503 and a request id and change nothing; after
+dockerd is back, health returns, the event follower resumes, and changes made to a container
+outside the service during and after the outage are reflected."""
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from cmtest import *  # noqa: E402,F403
+
+
+def dockerd_up():
+    try:
+        return docker_request("GET", "/_ping", timeout=3)[0] == 200
+    except Exception:
+        return False
+
+
+def main(t):
+    s = api()
+    c = must_create(s, t)["cuid"]
+    t.status(action(s, c, "start"), 200, "start before the outage")
+    n_before = db_container_count()
+    p = subprocess.run(["pkill", "-x", "dockerd"])
+    t.ok(p.returncode == 0, "dockerd stopped")
+    t.add_cleanup(lambda: subprocess.call([os.path.join(REPO, "scripts", "ensure-docker")]))
+    t.ok(wait_until(lambda: not dockerd_up(), timeout=30), "dockerd no longer answers")
+
+    def health_503():
+        r = s.get("/healthz")
+        return r if r.status_code == 503 else None
+    r = wait_until(health_503, timeout=15)
+    body = jbody(r) if r is not None else {}
+    t.ok(r is not None and body.get("docker") == "down" and "Docker" in (body.get("message") or ""),
+         "/healthz answers 503 naming Docker during the outage", body)
+    r = s.get("/containers/%s" % c)
+    t.status(r, 200, "reads keep working during the outage")
+    t0 = time.time()
+    r = s.post("/containers", json={"image": IMAGE, "command": SLEEP_CMD})
+    b = check_error(t, r, 503, code="DOCKER_UNAVAILABLE", name="create during the outage")
+    t.ok(time.time() - t0 < 10, "it fails fast (%.1f s)" % (time.time() - t0))
+    t.ok(b is not None and b.get("request_id"), "with a request id")
+    t.eq(db_container_count(), n_before, "the failed create left no row")
+    check_error(t, action(s, c, "stop"), 503, code="DOCKER_UNAVAILABLE", name="stop during the outage")
+
+    p = subprocess.run([os.path.join(REPO, "scripts", "ensure-docker")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    t.ok(p.returncode == 0, "dockerd is back", p.stdout.decode())
+    ok = wait_until(lambda: s.get("/healthz").status_code == 200, timeout=30)
+    t.ok(ok, "/healthz is 200 again")
+    # dockerd's restart stopped the container; the follower's reconcile must say so
+    t.ok(wait_until(lambda: (jbody(s.get("/containers/%s/status" % c)) or {}).get("running") is False, timeout=20),
+         "the container's stop by the dockerd restart is reflected")
+    subprocess.run(["docker", "start", c], stdout=subprocess.DEVNULL)
+    t.ok(wait_until(lambda: (jbody(s.get("/containers/%s/status" % c)) or {}).get("running") is True, timeout=20),
+         "a `docker start` after the outage is followed from the event stream")
+    t.status(action(s, c, "stop", json={"timeout": 1}), 200, "changes work again")
+    st = docker_state(c)
+    t.ok(st is not None and not st.get("Running"), "and reach Docker", st)
+
+
+if __name__ == "__main__":
+    run(main)
