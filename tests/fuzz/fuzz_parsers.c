@@ -1,0 +1,74 @@
+/* fuzz_parsers.c: the small parsers that see outside bytes: size strings ("4096m"), listen
+ * specs, uid:gid, base64url/base64 (cursor tokens, Authorization), path normalisation,
+ * UTF-8 validation. The first byte picks the parser. */
+#include "config.h"
+#include "cm.h"
+#include "cm_config.h"
+#include "paths.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1 || size > 8192)
+		return 0;
+	char *s = malloc(size);
+	if (!s)
+		return 0;
+	memcpy(s, data + 1, size - 1);
+	s[size - 1] = '\0';
+	struct cm_error err;
+	switch (data[0] % 7) {
+	case 0: {
+		int64_t v;
+		if (cm_parse_size(s, &v) == 0 && v < 0)
+			abort();
+		break;
+	}
+	case 1: {
+		char host[64];
+		int port;
+		if (cm_parse_listen(s, host, sizeof host, &port) == 0 && (port < 1 || port > 65535))
+			abort();
+		break;
+	}
+	case 2: {
+		unsigned u, g;
+		cm_parse_uid(s, &u, &g);
+		break;
+	}
+	case 3: {
+		unsigned char out[64];
+		long n = cm_b64url_decode(out, sizeof out, s);
+		if (n > (long)sizeof out)
+			abort();
+		char back[128];
+		if (n >= 0)
+			cm_b64url_encode(back, out, (size_t)n);
+		break;
+	}
+	case 4: {
+		char out[4200];
+		if (cm_path_normalize(s, out, sizeof out, &err) == 0) {
+			/* a normalised path never climbs or starts at the root */
+			if (out[0] == '/' || !strcmp(out, "..") || !strncmp(out, "../", 3) || strstr(out, "/../") ||
+			    (strlen(out) >= 3 && !strcmp(out + strlen(out) - 3, "/..")))
+				abort();
+		}
+		break;
+	}
+	case 5: {
+		char out[512];
+		cm_b64_decode(out, sizeof out, s, strlen(s));
+		break;
+	}
+	default:
+		cm_valid_utf8((const char *)data, size);
+		break;
+	}
+	free(s);
+	return 0;
+}
