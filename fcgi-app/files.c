@@ -378,12 +378,6 @@ static int merge(int src, int dst, struct cm_error *err)
 	return rc;
 }
 
-/* Moves every entry of dir into trash (for replace=true); undone by moving them back. */
-static int move_all(int from, int to, struct cm_error *err)
-{
-	return merge(from, to, err);
-}
-
 static bool zip_content_type(const char *ct)
 {
 	if (!ct)
@@ -510,9 +504,9 @@ void h_container_upload(struct cm_req *r)
 			trash_name[0] = '\0';
 			goto fail;
 		}
-		if (move_all(target, trash, &err) < 0) {
+		if (merge(target, trash, &err) < 0) { /* replace=true: the old files go aside first */
 			struct cm_error e2;
-			move_all(trash, target, &e2);
+			merge(trash, target, &e2);
 			goto fail;
 		}
 	}
