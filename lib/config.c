@@ -250,6 +250,19 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DEFAULT_CPUS",
 					  "DEFAULT_CPUS must be a number from 0.01");
 	}
+	{
+		/* plain HTTP carries the password in clear: loopback only (TLS is the public listener) */
+		char host[128];
+		int port;
+		if (cm_parse_listen(c->http_listen, host, sizeof host, &port) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_HTTP_LISTEN", "CM_HTTP_LISTEN must be host:port");
+		if (!cm_is_loopback_host(host))
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_HTTP_LISTEN",
+					  "CM_HTTP_LISTEN must be a loopback address; use CM_HTTPS_LISTEN for other interfaces");
+		if (strcmp(c->https_listen, "off") && cm_parse_listen(c->https_listen, host, sizeof host, &port) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_HTTPS_LISTEN",
+					  "CM_HTTPS_LISTEN must be host:port or off");
+	}
 	const char *auth = GET("CM_AUTH", "on");
 	if (!strcmp(auth, "off")) {
 		char host[128];

@@ -31,6 +31,17 @@ int main(void)
 	struct cm_error err = {0};
 	setenv("CM_DATA_DIR", "/tmp/cm-unit", 1);
 	ok(cm_config_load(&cfg, NULL, &err) == 0, "default config");
+	struct cm_config other;
+	setenv("CM_HTTP_LISTEN", "0.0.0.0:8080", 1);
+	ok(cm_config_load(&other, NULL, &err) < 0 && !strcmp(err.field, "CM_HTTP_LISTEN"), "plain HTTP off loopback refused");
+	setenv("CM_HTTP_LISTEN", "127.0.0.1:8080", 1);
+	setenv("CM_AUTH", "off", 1);
+	ok(cm_config_load(&other, NULL, &err) < 0 && !strcmp(err.field, "CM_AUTH"), "CM_AUTH=off refused with a public TLS listener");
+	setenv("CM_HTTPS_LISTEN", "off", 1);
+	ok(cm_config_load(&other, NULL, &err) == 0 && other.auth_off, "CM_AUTH=off allowed when every listener is loopback");
+	unsetenv("CM_HTTP_LISTEN");
+	unsetenv("CM_HTTPS_LISTEN");
+	unsetenv("CM_AUTH");
 	struct cm_spec s;
 	ok(create("{\"image\":\"python:3.12-slim\",\"env\":{\"APP_ENV\":\"production\"},\"tags\":[\"web\",\"production\"],"
 		  "\"resources\":{\"cpus\":1.0,\"memory\":\"4096m\",\"pids\":2048},"
