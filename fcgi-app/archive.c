@@ -127,19 +127,29 @@ static void docker_status_error(struct cm_req *r, long status, const char *body,
 		cm_respond_errorf(r, 500, "compose_error", "DOCKER_ERROR", NULL, "%s failed (Docker %ld): %s", what, status, msg);
 }
 
+/* The Docker client and request path for the container's ?path=; answers the error itself
+ * and returns NULL when the container, the path or Docker is not usable. */
+static struct cm_docker *archive_target(struct cm_req *r, const char *cuid, char *path, size_t pathsz)
+{
+	struct cm_error err = {0};
+	char id[128] = "";
+	struct cm_docker *d = NULL;
+	if (docker_id(r, cuid, id, sizeof id, &err) < 0 || archive_path(r, id, path, pathsz, &err) < 0 ||
+	    !(d = get_docker(r, &err))) {
+		cm_respond_error(r, &err, NULL);
+		return NULL;
+	}
+	return d;
+}
+
 void h_container_archive_get(struct cm_req *r)
 {
 	const char *cuid = cm_path_cuid(r);
-	if (!cuid)
+	char path[8400];
+	struct cm_docker *d = cuid ? archive_target(r, cuid, path, sizeof path) : NULL;
+	if (!d)
 		return;
 	struct cm_error err = {0};
-	char id[128] = "", path[8400];
-	struct cm_docker *d;
-	if (docker_id(r, cuid, id, sizeof id, &err) < 0 || archive_path(r, id, path, sizeof path, &err) < 0 ||
-	    !(d = get_docker(r, &err))) {
-		cm_respond_error(r, &err, NULL);
-		return;
-	}
 	struct pull p = {.r = r, .head = !strcmp(r->method, "HEAD")};
 	struct cm_docker_io io = {NULL, pull_header, pull_body, &p};
 	long st = cm_docker_exchange(d, p.head ? "HEAD" : "GET", path, &io, 60, &err);
@@ -186,7 +196,7 @@ void h_container_archive_put(struct cm_req *r)
 	if (!cuid)
 		return;
 	struct cm_error err = {0};
-	char id[128] = "", path[8400];
+	char path[8400];
 	struct cm_docker *d;
 	const char *ct = cm_req_header(r, "CONTENT_TYPE");
 	if (!ct || (strncasecmp(ct, "application/x-tar", 17) && strncasecmp(ct, "application/tar", 15))) {
@@ -194,11 +204,8 @@ void h_container_archive_put(struct cm_req *r)
 				  "send a tar archive as Content-Type: application/x-tar");
 		return;
 	}
-	if (docker_id(r, cuid, id, sizeof id, &err) < 0 || archive_path(r, id, path, sizeof path, &err) < 0 ||
-	    !(d = get_docker(r, &err))) {
-		cm_respond_error(r, &err, NULL);
+	if (!(d = archive_target(r, cuid, path, sizeof path)))
 		return;
-	}
 	struct push p = {.r = r};
 	struct cm_docker_io io = {push_read, NULL, push_body, &p};
 	long st = cm_docker_exchange(d, "PUT", path, &io, 60, &err);
