@@ -73,6 +73,8 @@ int cm_req_parse_query(struct cm_req *r, const char *qs, struct cm_error *err);
 /* Basic-auth check against the htpasswd file (with a short-lived in-memory cache).
  * Returns 0 and fills r->user, or -1 with err (401). */
 int cm_auth_check(struct cm_req *r, struct cm_error *err);
+/* Sets up the failed-login table shared by all workers (call before forking). */
+int cm_auth_shared_init(void);
 
 /* Audit row for the finished request (after the response has been flushed). */
 void cm_audit_write(struct cm_req *r);

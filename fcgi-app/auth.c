@@ -7,11 +7,72 @@
 #include <crypt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #define AUTH_CACHE_SLOTS 16
 #define AUTH_CACHE_TTL_MS 30000
 #define AUTH_MAX_HEADER 512
+/* failed logins: at most AUTH_FAIL_LIMIT per address per AUTH_FAIL_WINDOW seconds, counted
+ * across all workers; past that, 429 before any password hash is computed */
+#define AUTH_FAIL_SLOTS 4096
+#define AUTH_FAIL_WINDOW 10
+#define AUTH_FAIL_LIMIT 20
+
+struct fail_slot {
+	uint64_t addr_hash;
+	uint32_t window;
+	uint32_t count;
+};
+
+static struct fail_slot *fails; /* MAP_SHARED, made by the supervisor before it forks */
+
+int cm_auth_shared_init(void)
+{
+	void *p = mmap(NULL, sizeof(struct fail_slot) * AUTH_FAIL_SLOTS, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	fails = p;
+	return 0;
+}
+
+static struct fail_slot *fail_slot(const char *addr, uint64_t *h)
+{
+	uint64_t x = 1469598103934665603ULL;
+	for (const char *c = addr; *c; c++)
+		x = (x ^ (unsigned char)*c) * 1099511628211ULL;
+	*h = x | 1;
+	return fails ? &fails[x % AUTH_FAIL_SLOTS] : NULL;
+}
+
+/* Whether addr has used up its failed logins in the current window. */
+static bool throttled(const char *addr)
+{
+	uint64_t h;
+	struct fail_slot *s = fail_slot(addr, &h);
+	uint32_t w = (uint32_t)(cm_monotonic_ms() / 1000 / AUTH_FAIL_WINDOW);
+	return s && __atomic_load_n(&s->addr_hash, __ATOMIC_RELAXED) == h &&
+	       __atomic_load_n(&s->window, __ATOMIC_RELAXED) == w &&
+	       __atomic_load_n(&s->count, __ATOMIC_RELAXED) >= AUTH_FAIL_LIMIT;
+}
+
+/* Counts one failed login of addr (approximate under races; a slot shared by two
+ * addresses goes to the latest). */
+static void count_failure(const char *addr)
+{
+	uint64_t h;
+	struct fail_slot *s = fail_slot(addr, &h);
+	if (!s)
+		return;
+	uint32_t w = (uint32_t)(cm_monotonic_ms() / 1000 / AUTH_FAIL_WINDOW);
+	if (__atomic_load_n(&s->addr_hash, __ATOMIC_RELAXED) != h || __atomic_load_n(&s->window, __ATOMIC_RELAXED) != w) {
+		__atomic_store_n(&s->addr_hash, h, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->window, w, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->count, 0, __ATOMIC_RELAXED);
+	}
+	__atomic_add_fetch(&s->count, 1, __ATOMIC_RELAXED);
+}
 
 struct auth_slot {
 	char header[AUTH_MAX_HEADER];
@@ -103,11 +164,17 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 		}
 	}
 
+	if (throttled(r->remote_addr)) {
+		cm_err_set(err, 429, "too_many_requests", "AUTH_RATE_LIMITED", NULL,
+			   "too many failed logins from this address; retry in %d seconds", AUTH_FAIL_WINDOW);
+		return -1;
+	}
 	char plain[AUTH_MAX_HEADER];
 	int n = (int)cm_b64_decode(plain, sizeof plain, cred, strlen(cred));
 	char *colon = n > 0 ? memchr(plain, ':', (size_t)n) : NULL;
 	if (!colon || memchr(plain, '\0', (size_t)n)) {
 		explicit_bzero(plain, sizeof plain);
+		count_failure(r->remote_addr);
 		return deny(err, "INVALID_CREDENTIALS", "Invalid credentials");
 	}
 	*colon = '\0';
@@ -127,6 +194,7 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 	explicit_bzero(hash, sizeof hash);
 	if (!ok) {
 		explicit_bzero(plain, sizeof plain);
+		count_failure(r->remote_addr);
 		return deny(err, "INVALID_CREDENTIALS", "Invalid credentials");
 	}
 	struct auth_slot *s = &cache[cache_next++ % AUTH_CACHE_SLOTS];

@@ -117,7 +117,9 @@ static void handle(struct cm_app *app, FCGX_Request *fr)
 		struct cm_error err = {0};
 		if (cm_auth_check(&r, &err) < 0) {
 			snprintf(r.action, sizeof r.action, "%s", "auth.failed");
-			cm_respond_error(&r, &err, err.status == 401 ? "WWW-Authenticate: Basic realm=\"container-manager\", charset=\"UTF-8\"\r\n" : NULL);
+			cm_respond_error(&r, &err,
+					 err.status == 401 ? "WWW-Authenticate: Basic realm=\"container-manager\", charset=\"UTF-8\"\r\n"
+					 : err.status == 429 ? "Retry-After: 10\r\n" : NULL);
 		} else {
 			cm_route(&r);
 		}
@@ -278,6 +280,10 @@ int main(int argc, char **argv)
 	cm_db_close(&db);
 	if (FCGX_Init() != 0) {
 		cm_error("FCGX_Init failed");
+		return 1;
+	}
+	if (cm_auth_shared_init() < 0) {
+		cm_error("mmap: %s", strerror(errno));
 		return 1;
 	}
 	board = mmap(NULL, sizeof(struct slot) * MAX_SLOTS, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
