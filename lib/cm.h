@@ -11,10 +11,6 @@
 
 #define CM_VERSION_STRING "container-manager " PACKAGE_VERSION
 
-/* ---- cleanup helpers (ownership is visible at the declaration) ---- */
-static inline void cm_freep(void *p) { void **pp = p; free(*pp); }
-#define cm_autofree __attribute__((cleanup(cm_freep)))
-#define CM_STEAL(p) ({ __typeof__(p) cm_steal_tmp = (p); (p) = NULL; cm_steal_tmp; })
 #define CM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- errors ----
@@ -41,7 +37,6 @@ void cm_err_clear(struct cm_error *err);
 /* ---- logging (stderr, UTC timestamps, untrusted bytes escaped by the caller with cm_log_escape) ---- */
 enum cm_log_level { CM_LOG_DEBUG, CM_LOG_INFO, CM_LOG_WARN, CM_LOG_ERROR };
 void cm_log_init(const char *prog);
-void cm_log_set_level(enum cm_log_level lvl);
 void cm_log(enum cm_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define cm_info(...) cm_log(CM_LOG_INFO, __VA_ARGS__)
 #define cm_warn(...) cm_log(CM_LOG_WARN, __VA_ARGS__)
@@ -89,7 +84,7 @@ int cm_parse_listen(const char *spec, char *host, size_t hostsz, int *port);
 bool cm_is_loopback_host(const char *host);
 /* mkdir -p with mode for created components. */
 int cm_mkdir_p(const char *path, unsigned mode);
-/* rm -rf without following symlinks (openat/unlinkat based). Missing path is success. */
+/* rm -rf without following symlinks (lib/paths.c, openat/unlinkat based). Missing path is success. */
 int cm_rm_rf(const char *path);
 /* Writes data to path atomically (temp file + rename) with mode. */
 int cm_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);

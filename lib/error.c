@@ -53,11 +53,6 @@ void cm_log_init(const char *prog)
 		log_level = CM_LOG_DEBUG;
 }
 
-void cm_log_set_level(enum cm_log_level lvl)
-{
-	log_level = lvl;
-}
-
 void cm_log(enum cm_log_level lvl, const char *fmt, ...)
 {
 	static const char *names[] = {"debug", "info", "warn", "error"};

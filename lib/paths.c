@@ -183,3 +183,9 @@ int cm_rm_rf_at(int dirfd, const char *name)
 		rc = -1;
 	return rc;
 }
+
+int cm_rm_rf(const char *path)
+{
+	/* AT_FDCWD: the same symlink-proof walk for a plain path */
+	return cm_rm_rf_at(AT_FDCWD, path);
+}

@@ -11,7 +11,6 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -379,54 +378,6 @@ int cm_mkdir_p(const char *path, unsigned mode)
 	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
 		return -1;
 	return 0;
-}
-
-/* Removes everything below dirfd (which it closes), never following symlinks. */
-static int rm_rf_at(int dirfd)
-{
-	DIR *d = fdopendir(dirfd);
-	if (!d) {
-		close(dirfd);
-		return -1;
-	}
-	int rc = 0;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			rc = -1;
-			continue;
-		}
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub < 0 || rm_rf_at(sub) < 0)
-				rc = -1;
-			if (unlinkat(dirfd, de->d_name, AT_REMOVEDIR) < 0)
-				rc = -1;
-		} else if (unlinkat(dirfd, de->d_name, 0) < 0) {
-			rc = -1;
-		}
-	}
-	closedir(d);
-	return rc;
-}
-
-int cm_rm_rf(const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -1;
-	if (!S_ISDIR(st.st_mode))
-		return unlink(path);
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	int rc = rm_rf_at(fd);
-	if (rmdir(path) < 0)
-		rc = -1;
-	return rc;
 }
 
 int cm_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)

@@ -65,7 +65,9 @@ def main(t):
         _, during = pool()
         res = [f.result() for f in futs]
     t.ok(all(r.status_code == 200 for r in res), "the slow stops all succeeded", [r.status_code for r in res])
-    t.ok(len(during) > len(before) or len(during) >= 4, "the pool grew beyond its idle size under load",
+    # three workers wait on the slow stops and one more answered the read: with WORKERS_MIN=2
+    # that is only possible if the pool grew
+    t.ok(len(during) >= 4, "the pool grew beyond its idle size under load",
          {"before": len(before), "during": len(during)})
 
     # -- SIGHUP replaces every worker; requests keep succeeding meanwhile
