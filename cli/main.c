@@ -296,9 +296,10 @@ static int cmd_serve(const char *env_file, bool only_migrate)
 	char *self = cm_self_dir();
 	if (!self)
 		return 1;
-	char tpl_main[PATH_MAX], tpl_loc[PATH_MAX], tpl_https[PATH_MAX], tpl_fcgi[PATH_MAX];
+	char tpl_main[PATH_MAX], tpl_loc[PATH_MAX], tpl_https[PATH_MAX], tpl_fcgi[PATH_MAX], tpl_ws[PATH_MAX];
 	if (!find_share(self, tpl_main, sizeof tpl_main, "nginx/nginx.conf.in") ||
 	    !find_share(self, tpl_fcgi, sizeof tpl_fcgi, "nginx/fastcgi.conf.in") ||
+	    !find_share(self, tpl_ws, sizeof tpl_ws, "nginx/wsproxy.conf.in") ||
 	    !find_share(self, tpl_loc, sizeof tpl_loc, "nginx/locations.conf.in") ||
 	    !find_share(self, tpl_https, sizeof tpl_https, "nginx/https.conf.in")) {
 		fprintf(stderr, "container-manager: nginx templates not found (set CM_SHARE_DIR)\n");
@@ -322,13 +323,15 @@ static int cmd_serve(const char *env_file, bool only_migrate)
 		{"MAX_BODY", max_body}, {"UPLOAD_MAX_BODY", upload_max}, {"NGINX_USER", "www-data"}, {"NGINX_GROUP", "www-data"},
 		{"HTTPS_SERVER", https_block ? https_block : ""},
 	};
-	char conf[PATH_MAX], p3[PATH_MAX];
+	char conf[PATH_MAX], p3[PATH_MAX], p4[PATH_MAX];
 	if (cm_pathf(conf, sizeof conf, "%s/nginx.conf", cfg.run_dir) < 0 ||
 	    cm_pathf(p2, sizeof p2, "%s/locations.conf", cfg.run_dir) < 0 ||
-	    cm_pathf(p3, sizeof p3, "%s/fastcgi.conf", cfg.run_dir) < 0)
+	    cm_pathf(p3, sizeof p3, "%s/fastcgi.conf", cfg.run_dir) < 0 ||
+	    cm_pathf(p4, sizeof p4, "%s/wsproxy.conf", cfg.run_dir) < 0)
 		return 1;
 	if (render_file(tpl_main, conf, vars, CM_ARRAY_LEN(vars)) < 0 ||
-	    render_file(tpl_loc, p2, vars, CM_ARRAY_LEN(vars)) < 0 || render_file(tpl_fcgi, p3, vars, CM_ARRAY_LEN(vars)) < 0)
+	    render_file(tpl_loc, p2, vars, CM_ARRAY_LEN(vars)) < 0 || render_file(tpl_fcgi, p3, vars, CM_ARRAY_LEN(vars)) < 0 ||
+	    render_file(tpl_ws, p4, vars, CM_ARRAY_LEN(vars)) < 0)
 		return 1;
 	free(https_block);
 	char *const test_argv[] = {"nginx", "-t", "-q", "-c", conf, NULL};
@@ -337,24 +340,30 @@ static int cmd_serve(const char *env_file, bool only_migrate)
 		return 1;
 	}
 
-	char runner[PATH_MAX], fcgi[PATH_MAX], sock[PATH_MAX];
+	char runner[PATH_MAX], fcgi[PATH_MAX], ws[PATH_MAX], sock[PATH_MAX], wssock[PATH_MAX];
 	snprintf(runner, sizeof runner, "%s/../jobs/cm-runner", self);
 	if (access(runner, X_OK) != 0)
 		snprintf(runner, sizeof runner, "%s/cm-runner", self);
 	snprintf(fcgi, sizeof fcgi, "%s/../fcgi-app/cm-fcgi", self);
 	if (access(fcgi, X_OK) != 0)
 		snprintf(fcgi, sizeof fcgi, "%s/cm-fcgi", self);
-	if (cm_pathf(sock, sizeof sock, "%s/fcgi.sock", cfg.run_dir) < 0)
+	snprintf(ws, sizeof ws, "%s/../ws/cm-ws", self);
+	if (access(ws, X_OK) != 0)
+		snprintf(ws, sizeof ws, "%s/cm-ws", self);
+	if (cm_pathf(sock, sizeof sock, "%s/fcgi.sock", cfg.run_dir) < 0 ||
+	    cm_pathf(wssock, sizeof wssock, "%s/ws.sock", cfg.run_dir) < 0)
 		return 1;
 	free(self);
 	/* children see the resolved data directory, so a relative CM_DATA_DIR means the same */
 	setenv("CM_DATA_DIR", cfg.data_dir, 1);
 	char *const runner_argv[] = {runner, "--env-file", (char *)env_file, NULL};
 	char *const fcgi_argv[] = {fcgi, "--env-file", (char *)env_file, "--socket", sock, "--group", "www-data", NULL};
+	char *const ws_argv[] = {ws, "--env-file", (char *)env_file, "--socket", wssock, "--group", "www-data", NULL};
 	char *const nginx_argv[] = {"/usr/sbin/nginx", "-c", conf, "-g", "daemon off;", NULL};
 	struct child kids[] = {
 		{"runner", runner_argv, 0, 0, 0},
 		{"fcgi", fcgi_argv, 0, 0, 0},
+		{"ws", ws_argv, 0, 0, 0},
 		{"nginx", nginx_argv, 0, 0, 0},
 	};
 	struct sigaction sa = {0};
@@ -404,8 +413,8 @@ static int cmd_serve(const char *env_file, bool only_migrate)
 		}
 	}
 	fprintf(stderr, "container-manager: stopping\n");
-	/* nginx first (stop taking requests), then the pool drains, then the runner */
-	int sigs[] = {SIGTERM, SIGTERM, SIGQUIT};
+	/* nginx first (stop taking requests), then the sessions end, the pool drains, the runner stops */
+	int sigs[] = {SIGTERM, SIGTERM, SIGTERM, SIGQUIT};
 	for (int i = (int)CM_ARRAY_LEN(kids) - 1; i >= 0; i--) {
 		if (kids[i].pid <= 0)
 			continue;

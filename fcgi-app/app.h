@@ -7,6 +7,7 @@
 #include "cm_config.h"
 #include "db.h"
 #include "json.h"
+#include "query.h"
 
 struct cm_app {
 	struct cm_config cfg;
@@ -16,7 +17,6 @@ struct cm_app {
 	unsigned char cursor_key[32];
 };
 
-#define CM_MAX_QUERY 16
 #define CM_MAX_PARAMS 4
 
 struct cm_req {
@@ -29,11 +29,7 @@ struct cm_req {
 	char remote_addr[64];
 	int64_t start_us;
 	/* query string, decoded */
-	int nquery;
-	struct {
-		char key[64];
-		char val[1024];
-	} query[CM_MAX_QUERY];
+	struct cm_query q;
 	/* path parameters captured by the router */
 	char params[CM_MAX_PARAMS][128];
 	/* body (read on demand) */

@@ -75,35 +75,7 @@ void cm_respond_json(struct cm_req *r, int status, const char *extra_headers, co
 void cm_respond_error(struct cm_req *r, const struct cm_error *err, const char *extra_headers)
 {
 	int status = err->status >= 400 && err->status <= 599 ? err->status : 500;
-	char ts[32];
-	cm_time_rfc3339(ts, cm_now_ms());
-	yajl_gen g = cm_jg_new();
-	if (!g) {
-		cm_respond(r, 500, "application/json", NULL, "{}", 2);
-		return;
-	}
-	yajl_gen_map_open(g);
-	cm_jg_kv_str(g, "error", err->kind[0] ? err->kind : "internal_error");
-	cm_jg_kv_str(g, "code", err->code[0] ? err->code : "INTERNAL");
-	/* messages may quote request bytes: keep them valid UTF-8 */
-	const char *msg = cm_valid_utf8(err->message, strlen(err->message)) ? err->message : "invalid request";
-	cm_jg_kv_str(g, "message", msg);
-	cm_jg_kv_int(g, "status", status);
-	cm_jg_kv_str(g, "request_id", r->request_id);
-	cm_jg_kv_str(g, "timestamp", ts);
-	cm_jg_str(g, "details");
-	yajl_gen_map_open(g);
-	if (err->field[0] && cm_valid_utf8(err->field, strlen(err->field)))
-		cm_jg_kv_str(g, "field", err->field);
-	if (err->limit)
-		cm_jg_kv_int(g, "limit", err->limit);
-	if (r->cuid[0])
-		cm_jg_kv_str(g, "cuid", r->cuid);
-	if (r->job_id > 0)
-		cm_jg_kv_int(g, "job_id", r->job_id);
-	yajl_gen_map_close(g);
-	yajl_gen_map_close(g);
-	char *body = cm_jg_finish(g);
+	char *body = cm_error_json(err, r->request_id, r->cuid, r->job_id);
 	snprintf(r->error_code, sizeof r->error_code, "%s", err->code);
 	if (status >= 500)
 		cm_warn("request %s %s failed: %d %s: %s", r->request_id, r->method, status, err->code, err->message);
@@ -179,93 +151,23 @@ yajl_val cm_req_json(struct cm_req *r, bool allow_empty, struct cm_error *err)
 	return cm_json_parse(p, n, err);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* URL-decodes in[0..n) into out (outsz incl. NUL); -1 on bad escapes, NUL bytes or overflow. */
-static int url_decode(const char *in, size_t n, char *out, size_t outsz)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = in[i];
-		if (c == '+') {
-			c = ' ';
-		} else if (c == '%') {
-			if (i + 2 >= n)
-				return -1;
-			int h = hexval(in[i + 1]), l = hexval(in[i + 2]);
-			if (h < 0 || l < 0)
-				return -1;
-			c = (char)(h * 16 + l);
-			i += 2;
-		}
-		if (c == '\0' || o + 1 >= outsz)
-			return -1;
-		out[o++] = c;
-	}
-	out[o] = '\0';
-	return cm_valid_utf8(out, o) ? 0 : -1;
-}
-
 int cm_req_parse_query(struct cm_req *r, const char *qs, struct cm_error *err)
 {
-	r->nquery = 0;
-	if (!qs)
-		return 0;
-	const char *p = qs;
-	while (*p) {
-		const char *amp = strchr(p, '&');
-		size_t len = amp ? (size_t)(amp - p) : strlen(p);
-		if (len > 0) {
-			const char *eq = memchr(p, '=', len);
-			size_t kl = eq ? (size_t)(eq - p) : len;
-			if (r->nquery >= CM_MAX_QUERY)
-				return cm_err_validation(err, "INVALID_QUERY", NULL, "too many query parameters");
-			if (url_decode(p, kl, r->query[r->nquery].key, sizeof r->query[r->nquery].key) < 0 ||
-			    url_decode(eq ? eq + 1 : p + len, eq ? len - kl - 1 : 0, r->query[r->nquery].val,
-				       sizeof r->query[r->nquery].val) < 0)
-				return cm_err_validation(err, "INVALID_QUERY", NULL, "malformed query string");
-			for (int i = 0; i < r->nquery; i++)
-				if (!strcmp(r->query[i].key, r->query[r->nquery].key))
-					return cm_err_validation(err, "INVALID_QUERY", r->query[i].key,
-								 "query parameter %s is given twice", r->query[i].key);
-			r->nquery++;
-		}
-		if (!amp)
-			break;
-		p = amp + 1;
-	}
-	return 0;
+	return cm_query_parse(&r->q, qs, err);
 }
 
 const char *cm_req_query(struct cm_req *r, const char *key)
 {
-	for (int i = 0; i < r->nquery; i++)
-		if (!strcmp(r->query[i].key, key))
-			return r->query[i].val;
-	return NULL;
+	return cm_query_get(&r->q, key);
 }
 
 int cm_req_allow_params(struct cm_req *r, const char *const *allowed)
 {
-	for (int i = 0; i < r->nquery; i++) {
-		bool ok = false;
-		for (const char *const *a = allowed; a && *a && !ok; a++)
-			ok = !strcmp(r->query[i].key, *a);
-		if (!ok) {
-			char k[80];
-			snprintf(k, sizeof k, "%.64s", r->query[i].key);
-			cm_respond_errorf(r, 400, "validation_error", "UNKNOWN_PARAMETER", k, "unknown query parameter %s", k);
-			return -1;
-		}
-	}
-	return 0;
+	const char *bad = cm_query_unknown(&r->q, allowed);
+	if (!bad)
+		return 0;
+	char k[80];
+	snprintf(k, sizeof k, "%.64s", bad);
+	cm_respond_errorf(r, 400, "validation_error", "UNKNOWN_PARAMETER", k, "unknown query parameter %s", k);
+	return -1;
 }

@@ -117,6 +117,9 @@ static void handle(struct cm_app *app, FCGX_Request *fr)
 		struct cm_error err = {0};
 		if (cm_auth_check(&r, &err) < 0) {
 			snprintf(r.action, sizeof r.action, "%s", "auth.failed");
+			/* nginx's auth_request knows only 2xx, 401 and 403: throttled becomes 403 there */
+			if (err.status == 429 && !strcmp(r.path, "/_auth"))
+				err.status = 403;
 			cm_respond_error(&r, &err,
 					 err.status == 401 ? "WWW-Authenticate: Basic realm=\"container-manager\", charset=\"UTF-8\"\r\n"
 					 : err.status == 429 ? "Retry-After: 10\r\n" : NULL);
@@ -135,7 +138,9 @@ static void handle(struct cm_app *app, FCGX_Request *fr)
 	if (FCGX_HasSeenEOF(fr->in) == EOF)
 		FCGX_Detach(fr);
 	FCGX_Finish_r(fr);
-	cm_audit_write(&r);
+	/* a passed auth_request check is not a request of its own: the helper audits the session */
+	if (strcmp(r.action, "auth") != 0 || r.status != 204)
+		cm_audit_write(&r);
 	cm_buf_free(&r.body);
 }
 

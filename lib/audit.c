@@ -13,7 +13,8 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *v)
 int cm_audit_insert(struct cm_db *db, const struct cm_audit_row *row, struct cm_error *err)
 {
 	static const char *sql = "INSERT INTO audit(ts, request_id, user, remote_addr, method, path, cuid, action, "
-				 "status, error_code, duration_ms, job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)";
+				 "status, error_code, duration_ms, job_id, command, bytes_in, bytes_out, exit_code) "
+				 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 	sqlite3_stmt *st = cm_db_stmt(db, sql, err);
 	if (!st)
 		return -1;
@@ -30,6 +31,13 @@ int cm_audit_insert(struct cm_db *db, const struct cm_audit_row *row, struct cm_
 	sqlite3_bind_double(st, 11, row->duration_ms);
 	if (row->job_id > 0)
 		sqlite3_bind_int64(st, 12, row->job_id);
+	bind_opt(st, 13, row->command);
+	if (row->has_bytes) {
+		sqlite3_bind_int64(st, 14, row->bytes_in);
+		sqlite3_bind_int64(st, 15, row->bytes_out);
+	}
+	if (row->has_exit)
+		sqlite3_bind_int(st, 16, row->exit_code);
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
@@ -43,9 +51,10 @@ char *cm_audit_encode(const struct cm_audit_row *r)
 	if (!g)
 		return NULL;
 	yajl_gen_map_open(g);
-	const char *keys[] = {"ts", "request_id", "user", "remote_addr", "method", "path", "cuid", "action", "error_code"};
-	const char *vals[] = {r->ts, r->request_id, r->user, r->remote_addr, r->method, r->path, r->cuid, r->action,
-			      r->error_code};
+	const char *keys[] = {"ts",	"request_id", "user",	    "remote_addr", "method",
+			      "path",	"cuid",	      "action",	    "error_code",  "command"};
+	const char *vals[] = {r->ts,   r->request_id, r->user,	 r->remote_addr, r->method,
+			      r->path, r->cuid,	      r->action, r->error_code,	 r->command};
 	for (size_t i = 0; i < CM_ARRAY_LEN(keys); i++)
 		if (vals[i] && *vals[i] && cm_jg_kv_str(g, keys[i], vals[i]) < 0) {
 			yajl_gen_free(g);
@@ -55,6 +64,12 @@ char *cm_audit_encode(const struct cm_audit_row *r)
 	cm_jg_str(g, "duration_ms");
 	cm_jg_double(g, r->duration_ms);
 	cm_jg_kv_int(g, "job_id", r->job_id);
+	if (r->has_bytes) {
+		cm_jg_kv_int(g, "bytes_in", r->bytes_in);
+		cm_jg_kv_int(g, "bytes_out", r->bytes_out);
+	}
+	if (r->has_exit)
+		cm_jg_kv_int(g, "exit_code", r->exit_code);
 	yajl_gen_map_close(g);
 	return cm_jg_finish(g);
 }
@@ -75,7 +90,17 @@ int cm_audit_decode(const char *text, size_t len, struct cm_audit_row *row, yajl
 	row->cuid = cm_json_get_str(*tree, "cuid");
 	row->action = cm_json_get_str(*tree, "action");
 	row->error_code = cm_json_get_str(*tree, "error_code");
+	row->command = cm_json_get_str(*tree, "command");
 	long long v = 0;
+	if (cm_json_get_int(*tree, "bytes_in", &v)) {
+		row->has_bytes = true;
+		row->bytes_in = v;
+		row->bytes_out = cm_json_get_int(*tree, "bytes_out", &v) ? v : 0;
+	}
+	if (cm_json_get_int(*tree, "exit_code", &v)) {
+		row->has_exit = true;
+		row->exit_code = (int)v;
+	}
 	if (cm_json_get_int(*tree, "status", &v))
 		row->status = (int)v;
 	if (cm_json_get_int(*tree, "job_id", &v))

@@ -11,6 +11,11 @@ struct cm_audit_row {
 	int status;
 	double duration_ms;
 	int64_t job_id;
+	/* sessions (WebSocket): the command run (JSON), bytes in/out, exit code (has_exit) */
+	const char *command;
+	int64_t bytes_in, bytes_out;
+	int exit_code;
+	bool has_exit, has_bytes;
 };
 
 /* Inserts one row (no transaction of its own: callers batch). */

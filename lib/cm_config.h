@@ -29,6 +29,9 @@ struct cm_config {
 	int64_t upload_max_unpacked; /* sum of extracted file sizes */
 	long upload_max_entries;
 	long upload_max_ratio;       /* unpacked / compressed */
+	long ws_max_frame;           /* largest client WebSocket message (bytes) */
+	long ws_max_sessions;        /* open terminal/log sessions at once */
+	long ws_ping_interval;       /* seconds of silence before a ping; hang up after twice that */
 	bool auth_off;            /* only honoured when every listener is loopback */
 };
 

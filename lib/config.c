@@ -13,6 +13,7 @@ static const char *const known_keys[] = {
 	"BOOT_COMMAND", "PUBLISH_ADDRESS", "DOCKER_HOST", "DEFAULT_MEMORY", "DEFAULT_PIDS",
 	"DEFAULT_CPUS", "MAX_BODY_BYTES", "WORKERS_MIN", "WORKERS_MAX", "RUNNER_THREADS",
 	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_ENTRIES", "UPLOAD_MAX_RATIO",
+	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL",
 };
 
 struct kv {
@@ -219,6 +220,9 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		{"JOB_TIMEOUT", "120", 5, 3600, &c->job_timeout},
 		{"UPLOAD_MAX_ENTRIES", "100000", 1, 10000000, &c->upload_max_entries},
 		{"UPLOAD_MAX_RATIO", "200", 2, 100000, &c->upload_max_ratio},
+		{"WS_MAX_FRAME", "1048576", 1024, 64L << 20, &c->ws_max_frame},
+		{"WS_MAX_SESSIONS", "1000", 1, 100000, &c->ws_max_sessions},
+		{"WS_PING_INTERVAL", "30", 2, 3600, &c->ws_ping_interval},
 	};
 	for (size_t i = 0; i < CM_ARRAY_LEN(longs); i++) {
 		if (parse_long(GET(longs[i].key, longs[i].def), longs[i].lo, longs[i].hi, longs[i].dst) < 0)

@@ -228,3 +228,35 @@ bool cm_json_get_int(yajl_val obj, const char *key, long long *out)
 	*out = YAJL_GET_INTEGER(v);
 	return true;
 }
+
+char *cm_error_json(const struct cm_error *err, const char *request_id, const char *cuid, int64_t job_id)
+{
+	int status = err->status >= 400 && err->status <= 599 ? err->status : 500;
+	char ts[32];
+	cm_time_rfc3339(ts, cm_now_ms());
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return NULL;
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, "error", err->kind[0] ? err->kind : "internal_error");
+	cm_jg_kv_str(g, "code", err->code[0] ? err->code : "INTERNAL");
+	/* messages may quote request bytes: keep them valid UTF-8 */
+	const char *msg = cm_valid_utf8(err->message, strlen(err->message)) ? err->message : "invalid request";
+	cm_jg_kv_str(g, "message", msg);
+	cm_jg_kv_int(g, "status", status);
+	cm_jg_kv_str(g, "request_id", request_id ? request_id : "");
+	cm_jg_kv_str(g, "timestamp", ts);
+	cm_jg_str(g, "details");
+	yajl_gen_map_open(g);
+	if (err->field[0] && cm_valid_utf8(err->field, strlen(err->field)))
+		cm_jg_kv_str(g, "field", err->field);
+	if (err->limit)
+		cm_jg_kv_int(g, "limit", err->limit);
+	if (cuid && cuid[0])
+		cm_jg_kv_str(g, "cuid", cuid);
+	if (job_id > 0)
+		cm_jg_kv_int(g, "job_id", job_id);
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+	return cm_jg_finish(g);
+}

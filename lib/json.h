@@ -33,4 +33,7 @@ yajl_val cm_json_get(yajl_val obj, const char *key);
 const char *cm_json_get_str(yajl_val obj, const char *key);
 bool cm_json_get_int(yajl_val obj, const char *key, long long *out);
 
+/* The project's JSON error body for err (details: field, limit, cuid, job_id when set); caller frees. */
+char *cm_error_json(const struct cm_error *err, const char *request_id, const char *cuid, int64_t job_id);
+
 #endif
