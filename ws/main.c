@@ -859,7 +859,7 @@ static struct session *session_from_request(struct lws *wsi, const char *uri, bo
 	s->tty = true;
 	header(wsi, "x-cm-user:", s->user, sizeof s->user);
 	header(wsi, "x-request-id:", s->request_id, sizeof s->request_id);
-	header(wsi, "x-real-ip:", s->remote, sizeof s->remote);
+	header(wsi, "x-cm-remote-addr:", s->remote, sizeof s->remote);
 	if (!s->request_id[0])
 		cm_uuid4(s->request_id);
 	snprintf(s->path, sizeof s->path, "%.150s", uri);
@@ -1036,8 +1036,10 @@ static void start_session(struct session *s)
 static int client_writable(struct session *s, struct lws *wsi)
 {
 	if (s->ping_outstanding && s->ping_sent_ms == 0) {
-		unsigned char pb[LWS_PRE + 4];
-		if (lws_write(wsi, pb + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+		/* with a payload: lws hands zero-length pongs to nobody */
+		unsigned char pb[LWS_PRE + 8];
+		memcpy(pb + LWS_PRE, "cm-ping", 7);
+		if (lws_write(wsi, pb + LWS_PRE, 7, LWS_WRITE_PING) < 0)
 			return -1;
 		s->ping_sent_ms = cm_monotonic_ms();
 		if (s->outq || s->close_after_flush)
