@@ -1148,6 +1148,8 @@ static int cb_main(struct lws *wsi, enum lws_callback_reasons reason, void *user
 			return -1;
 		}
 		ns->http_status = 200;
+		/* a followed log may stay quiet for long: no lws transaction timeout on it */
+		lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 		session_link(ns, wsi);
 		start_session(ns);
 		return 0;
