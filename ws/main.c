@@ -1372,7 +1372,7 @@ int main(int argc, char **argv)
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof info);
-	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS | LWS_SERVER_OPTION_VALIDATE_UTF8;
 	info.pt_serv_buf_size = 65536;
 	info.count_threads = 1;
 	info.fd_limit_per_thread = (unsigned)(cfg.ws_max_sessions * 2 + 64);
@@ -1384,7 +1384,8 @@ int main(int argc, char **argv)
 	unlink(sock);
 	struct lws_context_creation_info vi;
 	memset(&vi, 0, sizeof vi);
-	vi.options = LWS_SERVER_OPTION_UNIX_SOCK;
+	/* text frames that are not UTF-8 fail the connection with 1007, as RFC 6455 asks */
+	vi.options = LWS_SERVER_OPTION_UNIX_SOCK | LWS_SERVER_OPTION_VALIDATE_UTF8;
 	vi.iface = sock;
 	vi.port = 0;
 	vi.protocols = protocols;
