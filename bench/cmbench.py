@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """cmbench.py: the container-manager benchmarks (see bench/README.md). Run it through bench/run.
 
-    bench/run            # a, b, c and d, then a summary block
+    bench/run            # a ... g, then a summary block
     bench/run b d        # some of them
 
 Each benchmark brings up its own private stacks (temporary data directories, loopback ports
@@ -543,6 +543,8 @@ class Stack:
                         continue  # readiness polling (503 until the runner's first heartbeat)
                     key = "trivial" if uri.startswith("/bench/trivial") else "service"
                     counts[key] = counts.get(key, 0) + 1
+                    if st == 101 and uri.startswith("/ws/"):
+                        continue  # a WebSocket session (the helper audits it; checked below)
                     if st == 499:  # wrk stops with requests in flight: nginx logs them as 499
                         aborted[key] = aborted.get(key, 0) + 1
                     elif not 200 <= st < 300:
@@ -1267,6 +1269,634 @@ def bench_f(root):
         "(target < 32 MB)" % (total / a / 1e6, total / b / 1e6, b / a, peak / 1024))
 
 
+# ------------------------------------------------------------------------------ (g) WebSocket terminals
+
+WS_RTT_N = env_int("BENCH_WS_RTT", 2000)             # 1-byte round trips per side
+WS_RTT_ROUNDS = env_int("BENCH_WS_RTT_ROUNDS", 10)   # ... in this many alternating rounds
+WS_BULK_MB = env_int("BENCH_WS_BULK_MB", 200)        # bytes of stdout per bulk transfer (MB)
+WS_BULK_ROUNDS = env_int("BENCH_WS_BULK_ROUNDS", 3)  # bulk transfers per side
+WS_SESSIONS = env_int("BENCH_WS_SESSIONS", 100)      # concurrent sessions
+WS_ECHO_ROUNDS = env_int("BENCH_WS_ECHO_ROUNDS", 10)  # echo rounds of all sessions at once (after the first)
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+BULK_FILE_MB = 8  # the file in /app that the bulk command cats over and over
+
+
+def pct(xs, p):
+    """The p-th percentile (nearest rank) of xs."""
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(round(p / 100.0 * len(s) + 0.5)) - 1))]
+
+
+class BufSock:
+    """A blocking socket with a receive buffer. Both clients of (g) (the WebSocket one and the
+    Engine API one) read through this, so they do the same work per byte."""
+
+    def __init__(self, sock, initial=b""):
+        self.sock = sock
+        self.buf = bytearray(max(1 << 22, len(initial)))
+        self.mv = memoryview(self.buf)
+        self.buf[:len(initial)] = initial
+        self.start, self.end = 0, len(initial)
+
+    def _compact(self):
+        have = self.end - self.start
+        if self.start:
+            self.buf[:have] = bytes(self.mv[self.start:self.end])
+            self.start, self.end = 0, have
+
+    def _recv(self):
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.end == len(self.buf):
+            self._compact()
+        k = self.sock.recv_into(self.mv[self.end:])
+        if not k:
+            return False
+        self.end += k
+        return True
+
+    def read(self, n):
+        """Exactly n bytes (a copy); EOFError if the peer closed first."""
+        if n > len(self.buf):
+            self._compact()
+            nb = bytearray(n)
+            nb[:self.end] = self.mv[:self.end]
+            self.mv.release()
+            self.buf, self.mv = nb, memoryview(nb)
+        while self.end - self.start < n:
+            if self.start + n > len(self.buf):
+                self._compact()
+            if not self._recv():
+                raise EOFError("connection closed with %d of %d bytes read" % (self.end - self.start, n))
+        out = bytes(self.mv[self.start:self.start + n])
+        self.start += n
+        return out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def read_http_head(sock, limit=65536):
+    """Reads up to the end of an HTTP response head; returns (status, head text, bytes after it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise EOFError("connection closed before the response head ended: %r" % data[:300])
+        data += chunk
+        if len(data) > limit:
+            raise RuntimeError("response head too long")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    text = head.decode("latin-1")
+    m = re.match(r"HTTP/1\.\d (\d{3})", text)
+    if not m:
+        raise RuntimeError("malformed response head: %r" % text[:300])
+    return int(m.group(1)), text, rest
+
+
+def ws_path(cuid, command, tty=0):
+    from urllib.parse import quote
+    cmd = command if isinstance(command, str) else json.dumps(command)
+    return "/ws/%s?cols=80&rows=24&command=%s&tty=%d" % (cuid, quote(cmd, safe=""), tty)
+
+
+class RawWS:
+    """A minimal blocking RFC 6455 client over a plain TCP socket (TCP_NODELAY): text frames,
+    masked with a fresh random key each as a client must; answers pings. (g) measures the round
+    trip with it so that both sides are the same kind of blocking socket loop."""
+
+    def __init__(self, port, path, headers, timeout=60):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
+                 "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+        lines += ["%s: %s" % kv for kv in headers.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status, head, rest = read_http_head(sock)
+        if status != 101:
+            sock.settimeout(2)
+            try:
+                rest += sock.recv(4096)
+            except OSError:
+                pass
+            sock.close()
+            raise RuntimeError("WebSocket upgrade %s -> HTTP %d %s" % (path.split("?")[0], status,
+                                                                     rest.decode(errors="replace")[:300]))
+        import hashlib
+        want = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        m = re.search(r"(?im)^sec-websocket-accept:\s*(\S+)", head)
+        if not m or m.group(1) != want:
+            sock.close()
+            raise RuntimeError("bad Sec-WebSocket-Accept in the 101 answer: %r" % head[:500])
+        self.io = BufSock(sock, rest)
+        self.close_code = None
+
+    def _send(self, opcode, payload):
+        n = len(payload)
+        if n < 126:
+            hdr = bytes((0x80 | opcode, 0x80 | n))
+        elif n < 65536:
+            hdr = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+        else:
+            hdr = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+        key = os.urandom(4)
+        masked = (int.from_bytes(payload, "big") ^ int.from_bytes((key * (n // 4 + 1))[:n], "big")).to_bytes(n, "big")
+        self.io.sock.sendall(hdr + key + masked)
+
+    def send_text(self, payload):
+        self._send(0x1, payload)
+
+    def recv_message(self):
+        """("text", payload bytes) or ("close", payload) once the server closes."""
+        parts = []
+        while True:
+            b0, b1 = self.io.read(2)
+            op, n = b0 & 0x0F, b1 & 0x7F
+            if b1 & 0x80:
+                raise RuntimeError("the server sent a masked frame")
+            if n == 126:
+                n = int.from_bytes(self.io.read(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self.io.read(8), "big")
+            data = self.io.read(n)
+            if op == 0x9:
+                self._send(0xA, data)
+            elif op == 0xA:
+                pass
+            elif op == 0x8:
+                self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+                try:
+                    self._send(0x8, data[:2])
+                except OSError:
+                    pass
+                return "close", data
+            else:
+                parts.append(data)
+                if b0 & 0x80:
+                    return ("text" if op != 0x2 else "binary"), (parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def close(self):
+        self.io.close()
+
+
+class DirectExec:
+    """An exec attached straight to the Engine API: POST /containers/{id}/exec, then
+    /exec/{id}/start on a raw unix-socket connection with Connection: Upgrade / Upgrade: tcp
+    (what the helper itself sends), read through the same BufSock as the WebSocket client."""
+
+    def __init__(self, docker_id, cmd):
+        st, r = docker("POST", "/containers/%s/exec" % docker_id,
+                       {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False, "Cmd": cmd})
+        if st != 201:
+            raise RuntimeError("exec create -> %s %s" % (st, r))
+        self.id = r["Id"]
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(60)
+        sock.connect(DOCKER_SOCK)
+        body = b'{"Detach":false,"Tty":false}'
+        sock.sendall(("POST %s/exec/%s/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                      "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n"
+                      % (DOCKER_API, self.id, len(body))).encode() + body)
+        status, head, rest = read_http_head(sock)
+        if status != 101:
+            sock.close()
+            raise RuntimeError("exec start -> HTTP %d (%s)" % (status, head.splitlines()[0]))
+        self.io = BufSock(sock, rest)
+
+    def inspect(self):
+        st, r = docker("GET", "/exec/%s/json" % self.id)
+        return r if st == 200 else {}
+
+    def close(self):
+        self.io.close()
+
+
+def cat_processes(docker_id):
+    """How many processes named cat run in the container (GET /containers/{id}/top)."""
+    st, r = docker("GET", "/containers/%s/top" % docker_id)
+    if st != 200 or not isinstance(r, dict):
+        return -1
+    titles = r.get("Titles") or []
+    col = titles.index("CMD") if "CMD" in titles else len(titles) - 1
+    return sum(1 for p in r.get("Processes") or [] if p[col].split()[0:1] in (["cat"], ["/bin/cat"]))
+
+
+def g_rtt(st, cuid, docker_id):
+    """1-byte echo round trips: one session through nginx + the helper vs one direct exec attach."""
+    ws = RawWS(st.port, ws_path(cuid, ["cat"]), st.authz)
+    dx = DirectExec(docker_id, ["cat"])
+    chars = [bytes([c]) for c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"]
+    ws_out = {c: b'{"type":"stdin","data":"%s","encoding":"utf8"}' % c for c in chars}
+    ws_want = {c: b'{"type":"stdout","data":"%s","encoding":"utf8"}' % c for c in chars}
+    dx_want = {c: b"\x01\x00\x00\x00\x00\x00\x00\x01" + c for c in chars}
+    pc = time.perf_counter_ns
+
+    def run_ws(n, out):
+        for i in range(n):
+            c = chars[i % len(chars)]
+            t0 = pc()
+            ws.send_text(ws_out[c])
+            kind, got = ws.recv_message()
+            t1 = pc()
+            if got != ws_want[c]:
+                raise RuntimeError("WebSocket echo %d: sent %r, got %s %r" % (i, c, kind, got[:300]))
+            out.append((t1 - t0) / 1e6)
+
+    def run_dx(n, out):
+        s = dx.io.sock
+        for i in range(n):
+            c = chars[i % len(chars)]
+            t0 = pc()
+            s.sendall(c)
+            got = dx.io.read(9)
+            t1 = pc()
+            if got != dx_want[c]:
+                raise RuntimeError("direct echo %d: sent %r, got %r" % (i, c, got))
+            out.append((t1 - t0) / 1e6)
+
+    warm = []
+    run_ws(200, warm)
+    run_dx(200, warm)
+    res = {"ws": [], "direct": []}
+    per = max(1, WS_RTT_N // WS_RTT_ROUNDS)
+    for r in range(WS_RTT_ROUNDS):
+        order = [("ws", run_ws), ("direct", run_dx)]
+        if r % 2:
+            order.reverse()
+        line = []
+        for name, fn in order:
+            got = []
+            fn(per, got)
+            res[name] += got
+            line.append("%-9s median %.3f ms p99 %.3f ms" % ("WebSocket" if name == "ws" else "direct", median(got),
+                                                             pct(got, 99)))
+        say("  rtt round %2d (%d each): %s" % (r + 1, per, "   ".join(line)))
+    # end both: stdin closed -> cat exits 0
+    ws.send_text(b'{"type":"eof"}')
+    tail = []
+    while True:
+        kind, p = ws.recv_message()
+        if kind == "close":
+            break
+        tail.append(p)
+    ws.close()
+    exit_ok = tail == [b'{"type":"exit","code":0}'] and ws.close_code == 1000
+    if not exit_ok:
+        problem("g", "rtt session after {\"type\":\"eof\"}: frames %r, close code %s (want one exit frame with code 0, "
+                "then 1000)" % ([t[:200] for t in tail], ws.close_code))
+    dx.io.sock.shutdown(socket.SHUT_WR)
+    rest = b""
+    try:
+        while True:
+            rest += dx.io.read(1)
+    except EOFError:
+        pass
+    dx.close()
+    return res, exit_ok
+
+
+def g_setup(st, cuid, docker_id, rounds=5):
+    """Session start, one at a time: WebSocket upgrade -> first 1-byte echo, vs exec create +
+    attached start -> first echo (alternating). Then stdin is closed and the end awaited."""
+    res = {"ws": [], "direct": []}
+    for r in range(rounds):
+        for side in (("ws", "direct") if r % 2 == 0 else ("direct", "ws")):
+            t0 = time.perf_counter()
+            if side == "ws":
+                ws = RawWS(st.port, ws_path(cuid, ["cat"]), st.authz)
+                ws.send_text(b'{"type":"stdin","data":"x","encoding":"utf8"}')
+                kind, got = ws.recv_message()
+                res[side].append((time.perf_counter() - t0) * 1000)
+                if got != b'{"type":"stdout","data":"x","encoding":"utf8"}':
+                    raise RuntimeError("session start: sent x, got %s %r" % (kind, got[:300]))
+                ws.send_text(b'{"type":"eof"}')
+                while ws.recv_message()[0] != "close":
+                    pass
+                ws.close()
+            else:
+                dx = DirectExec(docker_id, ["cat"])
+                dx.io.sock.sendall(b"x")
+                got = dx.io.read(9)
+                res[side].append((time.perf_counter() - t0) * 1000)
+                if got != b"\x01\x00\x00\x00\x00\x00\x00\x01x":
+                    raise RuntimeError("direct session start: sent x, got %r" % got)
+                dx.io.sock.shutdown(socket.SHUT_WR)
+                try:
+                    while True:
+                        dx.io.read(1)
+                except EOFError:
+                    pass
+                dx.close()
+    return median(res["ws"]), median(res["direct"])
+
+
+def g_direct_concurrent(docker_id, n):
+    """Reference for (3): n direct exec create + attached starts at once (one thread each, blocking
+    clients), each echoing a token once. Returns (seconds until all echoed, correct, errors)."""
+    from concurrent.futures import ThreadPoolExecutor
+    t0 = time.perf_counter()
+
+    def one(i):
+        try:
+            dx = DirectExec(docker_id, ["cat"])
+        except Exception as e:
+            return None, "%s: %s" % (type(e).__name__, str(e)[:150])
+        try:
+            tok = ("d%03d-%s" % (i, os.urandom(8).hex())).encode()
+            dx.io.sock.sendall(tok)
+            got = b""
+            while len(got) < len(tok):
+                h = dx.io.read(8)
+                got += dx.io.read(int.from_bytes(h[4:8], "big"))
+            return dx, None if got == tok else "sent %r, got %r" % (tok, got[:100])
+        except Exception as e:
+            return dx, "%s: %s" % (type(e).__name__, str(e)[:150])
+    with ThreadPoolExecutor(n) as ex:
+        res = list(ex.map(one, range(n)))
+    secs = time.perf_counter() - t0
+    for dx, _ in res:
+        if dx:
+            try:
+                dx.io.sock.shutdown(socket.SHUT_WR)
+                while True:
+                    dx.io.read(1)
+            except (EOFError, OSError):
+                pass
+            dx.close()
+    errors = [e for _, e in res if e]
+    return secs, n - len(errors), errors
+
+
+BULK_PFX = b'{"type":"stdout","data":"'
+BULK_SFX = b'","encoding":"utf8"}'
+
+
+def g_bulk_ws(st, cuid, cmd, expect):
+    ws = RawWS(st.port, ws_path(cuid, cmd), st.authz)
+    total, frames, first, last, end, other = 0, 0, None, None, None, []
+    exit_code = None
+    cpu0 = time.process_time()
+    lp, ls = len(BULK_PFX), len(BULK_SFX)
+    pc = time.perf_counter
+    while True:
+        kind, p = ws.recv_message()
+        if kind == "close":
+            end = end or pc()
+            break
+        if p.startswith(BULK_PFX) and p.endswith(BULK_SFX):
+            # all of the payload is 'a': the JSON string is the raw bytes, nothing escaped
+            last = pc()
+            if first is None:
+                first = last
+            total += len(p) - lp - ls
+            frames += 1
+            continue
+        m = json.loads(p)
+        if m.get("type") == "exit":
+            end = pc()
+            exit_code = m.get("code")
+        else:
+            other.append(p[:200])
+    cpu = time.process_time() - cpu0
+    ws.close()
+    if total != expect or exit_code != 0 or ws.close_code != 1000 or other:
+        problem("g", "bulk through the helper: %d of %d bytes, exit code %s, close code %s, other frames %r"
+                % (total, expect, exit_code, ws.close_code, other[:3]))
+    wall = (end or pc()) - (first or pc())
+    return {"bytes": total, "secs": wall, "to_last": (last or 0) - (first or 0), "frames": frames,
+            "cpu": cpu, "mbs": total / wall / 1e6 if wall > 0 else 0.0}
+
+
+def g_bulk_direct(docker_id, cmd, expect):
+    dx = DirectExec(docker_id, ["/bin/sh", "-c", cmd])
+    total, frames, first, other = 0, 0, None, b""
+    cpu0 = time.process_time()
+    pc = time.perf_counter
+    while True:
+        try:
+            h = dx.io.read(8)
+        except EOFError:
+            break
+        n = int.from_bytes(h[4:8], "big")
+        if first is None:
+            first = pc()
+        data = dx.io.read(n)  # copied, as the WebSocket side copies each frame
+        if h[0] == 1:
+            total += n
+            frames += 1
+        else:
+            other += data[:200]
+    end = pc()
+    cpu = time.process_time() - cpu0
+    dx.close()
+    code = dx.inspect().get("ExitCode")
+    if total != expect or code != 0 or other:
+        problem("g", "bulk direct: %d of %d bytes, exit code %s, stderr %r" % (total, expect, code, other[:200]))
+    wall = end - (first or end)
+    return {"bytes": total, "secs": wall, "frames": frames, "cpu": cpu,
+            "mbs": total / wall / 1e6 if wall > 0 else 0.0}
+
+
+async def g_sessions_async(st, cuid, docker_id, n, rounds):
+    import asyncio
+    import websockets
+    uri = "ws://127.0.0.1:%d%s" % (st.port, ws_path(cuid, ["cat"]))
+    out = {"n": n, "opened": 0, "open_errors": [], "failed": {}, "lat": [], "first": None, "open_s": None,
+           "cats_open": None, "close_msg": {}, "close_ws": {}, "cats_left": None, "gone_after": None}
+    pc = time.perf_counter
+    t0 = pc()
+
+    async def connect(i):
+        return await websockets.connect(uri, extra_headers=st.authz, open_timeout=60, ping_interval=None,
+                                        max_size=None, compression=None, close_timeout=10)
+    res = await asyncio.gather(*[connect(i) for i in range(n)], return_exceptions=True)
+    out["open_s"] = pc() - t0
+    socks = {}
+    for i, r in enumerate(res):
+        if isinstance(r, Exception):
+            out["open_errors"].append("%s: %s" % (type(r).__name__, str(r)[:200]))
+        else:
+            socks[i] = r
+    out["opened"] = len(socks)
+
+    async def echo(i, ws, token):
+        t = pc()
+        await ws.send(json.dumps({"type": "stdin", "data": token, "encoding": "utf8"}))
+        got = ""
+        while len(got) < len(token):
+            m = json.loads(await ws.recv())
+            if m.get("type") == "stdout":
+                d = m.get("data", "")
+                got += d if m.get("encoding") == "utf8" else base64.b64decode(d).decode(errors="replace")
+            else:
+                raise RuntimeError("%s frame instead of the echo: %s" % (m.get("type"), json.dumps(m)[:200]))
+        lat = (pc() - t) * 1000
+        if got != token:
+            raise RuntimeError("sent %r, got %r" % (token, got[:200]))
+        return lat
+
+    async def one_round(r):
+        live = {i: ws for i, ws in socks.items() if i not in out["failed"]}
+        toks = {i: "s%03d-r%02d-%s" % (i, r, os.urandom(8).hex()) for i in live}
+        rs = await asyncio.gather(*[asyncio.wait_for(echo(i, ws, toks[i]), 30) for i, ws in live.items()],
+                                  return_exceptions=True)
+        lats = []
+        for i, x in zip(live, rs):
+            if isinstance(x, BaseException):
+                out["failed"][i] = "round %d: %s: %s" % (r, type(x).__name__, str(x)[:200] or "timeout")
+            else:
+                lats.append(x)
+        return lats
+
+    await one_round(0)  # the first token also waits for the process to start
+    out["first"] = pc() - t0
+    out["cats_open"] = await asyncio.get_running_loop().run_in_executor(None, cat_processes, docker_id)
+    for r in range(1, rounds + 1):
+        out["lat"] += await one_round(r)
+
+    async def close_msg(ws):
+        await ws.send('{"type":"close"}')
+        code = None
+        async for m in ws:
+            j = json.loads(m)
+            if j.get("type") == "exit":
+                code = j.get("code")
+        return "exit %s, close %s" % (code, ws.close_code)
+
+    async def close_ws(ws):
+        await ws.close()
+        return "close %s" % ws.close_code
+
+    half = sorted(socks)[: len(socks) // 2]
+    jobs = [(i, asyncio.wait_for(close_msg(ws) if i in half else close_ws(ws), 30)) for i, ws in socks.items()]
+    rs = await asyncio.gather(*[j for _, j in jobs], return_exceptions=True)
+    for (i, _), x in zip(jobs, rs):
+        key = "close_msg" if i in half else "close_ws"
+        x = "%s: %s" % (type(x).__name__, str(x)[:100]) if isinstance(x, BaseException) else x
+        out[key][x] = out[key].get(x, 0) + 1
+    t_closed = pc()
+    while True:
+        left = await asyncio.get_running_loop().run_in_executor(None, cat_processes, docker_id)
+        if left == 0 or pc() - t_closed > 10:
+            break
+        await asyncio.sleep(0.25)
+    out["cats_left"] = left
+    out["gone_after"] = pc() - t_closed
+    return out
+
+
+def bench_g(root):
+    say("\n(g) WebSocket terminal (ws://.../ws/{cuid}, nginx + cm-ws) vs an exec attached straight to the Engine API: "
+        "1-byte echo round trip, bulk stdout, %d concurrent sessions" % WS_SESSIONS)
+    say("    load average before: %s" % loadavg())
+    try:
+        import asyncio
+        import websockets
+    except ImportError:
+        raise RuntimeError("python3-websockets is missing (apt-get install python3-websockets)")
+    st = Stack(root, "g")
+    start_stacks(st)
+    cuid = st.create_container(start=True)
+    r = st.session().get(st.base + "/containers/" + cuid, headers={"User-Agent": CHECK_UA}, timeout=30)
+    docker_id = r.json().get("docker_id") if r.status_code == 200 else None
+    if not docker_id:
+        raise RuntimeError("GET /containers/%s -> %s %s (no docker_id)" % (cuid, r.status_code, r.text[:300]))
+    say("  container %s (docker id %s), websockets %s, client: %s" % (cuid, docker_id[:12], websockets.__version__,
+                                                                   "blocking sockets for (1) and (2)"))
+
+    # (1) round trip of one byte
+    say("  (1) 1-byte echo round trip, `cat` with tty=0: %d round trips per side in %d alternating rounds, after "
+        "200 each of warm-up" % (WS_RTT_N, WS_RTT_ROUNDS))
+    rtt, rtt_exit_ok = g_rtt(st, cuid, docker_id)
+    mw, md = median(rtt["ws"]), median(rtt["direct"])
+    pw, pd = pct(rtt["ws"], 99), pct(rtt["direct"], 99)
+    rtt_ok = mw <= 1.2 * md + 1.0
+    say("  RESULT (g1) echo round trip: WebSocket median %.3f ms (p99 %.3f) vs direct exec attach median %.3f ms "
+        "(p99 %.3f) -> ratio %.2fx; median_ws <= 1.2 x median_direct + 1 ms = %.3f ms: meets target: %s"
+        % (mw, pw, md, pd, mw / md, 1.2 * md + 1.0, "yes" if rtt_ok else "no"))
+
+    # (2) bulk stdout
+    app = os.path.join(st.data, "containers", cuid, "app")
+    blob = os.path.join(app, "bench-g-%dm.txt" % BULK_FILE_MB)
+    with open(blob, "wb") as f:
+        f.write(b"a" * (BULK_FILE_MB * 1000000))
+    os.chmod(blob, 0o644)
+    reps = max(1, WS_BULK_MB // BULK_FILE_MB)
+    expect = reps * BULK_FILE_MB * 1000000
+    cmd = "i=0; while [ $i -lt %d ]; do cat /app/%s; i=$((i+1)); done" % (reps, os.path.basename(blob))
+    say("  (2) bulk stdout, tty=0: `%s` (%d MB of 'a'), %d alternating rounds; MB/s = payload bytes from the first "
+        "data frame to the exit frame (direct: to the end of the stream)" % (cmd, expect // 1000000, WS_BULK_ROUNDS))
+    bulk = {"ws": [], "direct": []}
+    for rnd in range(WS_BULK_ROUNDS):
+        order = ["ws", "direct"] if rnd % 2 == 0 else ["direct", "ws"]
+        line = []
+        for side in order:
+            if side == "ws":
+                b = g_bulk_ws(st, cuid, cmd, expect)
+                line.append("WebSocket %6.0f MB/s (%.2f s to the exit frame, %.2f s to the last data frame, %d frames, "
+                            "client CPU %.0f%%)" % (b["mbs"], b["secs"], b["to_last"], b["frames"],
+                                                    100 * b["cpu"] / max(b["secs"], 1e-9)))
+            else:
+                b = g_bulk_direct(docker_id, cmd, expect)
+                line.append("direct %6.0f MB/s (%.2f s, %d frames, client CPU %.0f%%)"
+                            % (b["mbs"], b["secs"], b["frames"], 100 * b["cpu"] / max(b["secs"], 1e-9)))
+            bulk[side].append(b)
+        say("  bulk round %d: %s" % (rnd + 1, "   ".join(line)))
+    os.unlink(blob)
+    bw = median([b["mbs"] for b in bulk["ws"]])
+    bd = median([b["mbs"] for b in bulk["direct"]])
+    bulk_ok = bw >= 50
+    say("  RESULT (g2) bulk stdout: WebSocket %.0f MB/s vs direct exec attach %.0f MB/s -> %.2fx; "
+        "target >= 50 MB/s: meets target: %s" % (bw, bd, bw / bd if bd else float("nan"), "yes" if bulk_ok else "no"))
+
+    # (3) concurrent sessions
+    sw, sd = g_setup(st, cuid, docker_id)
+    say("  one session at a time (5 alternating rounds): WebSocket upgrade -> first echo %.1f ms vs direct exec create + "
+        "attached start -> first echo %.1f ms (medians)" % (sw, sd))
+    say("  (3) %d sessions opened at once (asyncio + websockets %s), `cat`, tty=0; each echoes a distinct random token, "
+        "then %d more rounds with all sessions at once; then half send {\"type\":\"close\"}, half close the WebSocket"
+        % (WS_SESSIONS, websockets.__version__, WS_ECHO_ROUNDS))
+    cs = asyncio.run(g_sessions_async(st, cuid, docker_id, WS_SESSIONS, WS_ECHO_ROUNDS))
+    good = cs["opened"] - len(cs["failed"])
+    say("  opened %d of %d in %.2f s; all echoed their first token %.2f s after the start; `cat` processes while open: "
+        "%d" % (cs["opened"], WS_SESSIONS, cs["open_s"], cs["first"], cs["cats_open"]))
+    for e in cs["open_errors"][:5]:
+        problem("g", "concurrent sessions: could not open: %s" % e)
+    for i, why in sorted(cs["failed"].items())[:5]:
+        problem("g", "concurrent session %d did not echo correctly: %s" % (i, why))
+    if len(cs["failed"]) > 5:
+        problem("g", "... %d more sessions did not echo correctly" % (len(cs["failed"]) - 5))
+    say("  close with {\"type\":\"close\"}: %s;  WebSocket close: %s"
+        % (", ".join("%d x %s" % (v, k) for k, v in cs["close_msg"].items()),
+           ", ".join("%d x %s" % (v, k) for k, v in cs["close_ws"].items())))
+    say("  `cat` processes in the container %.1f s after the last close: %d" % (cs["gone_after"], cs["cats_left"]))
+    if cs["cats_left"]:
+        problem("g", "%d `cat` processes still ran in the container %.0f s after every session was closed"
+                % (cs["cats_left"], cs["gone_after"]))
+    dsecs, dgood, derr = g_direct_concurrent(docker_id, WS_SESSIONS)
+    say("  reference: %d direct exec create + attached starts at once (a thread each): all echoed a token %.2f s after "
+        "the start, %d of %d correctly%s" % (WS_SESSIONS, dsecs, dgood, WS_SESSIONS,
+                                              ("; e.g. " + derr[0]) if derr else ""))
+    lp50, lp99 = pct(cs["lat"], 50), pct(cs["lat"], 99)
+    sess_ok = good == WS_SESSIONS
+    say("  RESULT (g3) %d concurrent sessions: %d of %d echoed correctly (every token of %d rounds); all open in %.2f s; "
+        "echo latency with all at once p50 %.2f ms p99 %.2f ms (%d echoes); cat left after close: %d; "
+        "meets target: %s" % (WS_SESSIONS, good, WS_SESSIONS, WS_ECHO_ROUNDS + 1, cs["open_s"], lp50, lp99,
+                              len(cs["lat"]), cs["cats_left"], "yes" if sess_ok else "no"))
+    st.delete_container(cuid, "g")
+    finish_stacks("g", st)
+    RESULTS["g"] = {"rtt_ws": mw, "rtt_dir": md, "p99_ws": pw, "p99_dir": pd, "rtt_ok": rtt_ok,
+                    "bulk_ws": bw, "bulk_dir": bd, "bulk_ok": bulk_ok, "n": WS_SESSIONS, "good": good,
+                    "open_s": cs["open_s"], "lat50": lp50, "lat99": lp99, "cats_left": cs["cats_left"],
+                    "sess_ok": sess_ok, "first_s": cs["first"], "setup_ws": sw, "setup_dir": sd, "first_dir": dsecs}
+
+
 def summary():
     say("\n==================== container-manager benchmark summary ====================")
     say("workers %d (WORKERS_MIN = WORKERS_MAX = trivial processes), %d cores, loopback only" % (WORKERS, os.cpu_count()))
@@ -1302,6 +1932,20 @@ def summary():
     if r:
         say("(f) download-zip 1 GB     %6.0f MB/s   bsdtar zip %6.0f MB/s   ratio %5.2fx   (target >= 0.8x); "
             "worker peak RSS %.1f MB (target < 32 MB)" % (r["api"], r["tar"], r["ratio"], r["rss"]))
+    r = RESULTS.get("g")
+    if r:
+        yn = lambda ok: "yes" if ok else "no"
+        say("(g) ws echo RTT median   %8.3f ms   direct exec attach %8.3f ms   ratio %5.2fx   (target <= 1.2x + 1 ms: "
+            "meets target: %s; p99 %.3f vs %.3f ms)" % (r["rtt_ws"], r["rtt_dir"], r["rtt_ws"] / r["rtt_dir"],
+                                                        yn(r["rtt_ok"]), r["p99_ws"], r["p99_dir"]))
+        say("    ws bulk stdout        %6.0f MB/s   direct exec attach %6.0f MB/s   ratio %5.2fx   (target >= 50 MB/s: "
+            "meets target: %s)" % (r["bulk_ws"], r["bulk_dir"], r["bulk_ws"] / r["bulk_dir"] if r["bulk_dir"] else
+                                   float("nan"), yn(r["bulk_ok"])))
+        say("    %d concurrent sessions: %d/%d echoed correctly (meets target: %s), all open in %.2f s, echo p50 %.2f ms "
+            "p99 %.2f ms; cat left after close: %d" % (r["n"], r["good"], r["n"], yn(r["sess_ok"]), r["open_s"],
+                                                       r["lat50"], r["lat99"], r["cats_left"]))
+        say("    session start: one alone %.1f ms (direct exec %.1f ms); %d at once all echoing after %.2f s (direct "
+            "execs %.2f s)" % (r["setup_ws"], r["setup_dir"], r["n"], r["first_s"], r["first_dir"]))
     if PROBLEMS:
         say("problems seen (%d):" % len(PROBLEMS))
         for b, t in PROBLEMS:
@@ -1314,12 +1958,13 @@ def summary():
 def snapshot_tree(root):
     """Copies the built programs and the nginx templates into root/tree and runs the stacks from
     there, so the whole run measures one build even if the tree is rebuilt meanwhile."""
-    rels = ("cli/container-manager", "fcgi-app/cm-fcgi", "jobs/cm-runner")
+    rels = BUILT
     deadline = time.time() + 120
     while True:  # do not copy a build in progress: wait for binaries untouched for 5 s
         before = binaries()
         if None in before.values():
-            raise RuntimeError("the tree is not built (%s)" % before)
+            raise RuntimeError("the tree is not built: %s missing (run ./scripts/build)"
+                               % ", ".join(k for k, v in before.items() if v is None))
         if time.time() - max(before.values()) > 5 or time.time() > deadline:
             break
         time.sleep(1)
@@ -1337,9 +1982,13 @@ def snapshot_tree(root):
     return cli, dst, out.stdout.strip()
 
 
+# the programs `serve` starts (ws/cm-ws: the WebSocket helper, found next to the launcher's tree)
+BUILT = ("cli/container-manager", "fcgi-app/cm-fcgi", "jobs/cm-runner", "ws/cm-ws")
+
+
 def binaries():
     out = {}
-    for rel in ("cli/container-manager", "fcgi-app/cm-fcgi", "jobs/cm-runner"):
+    for rel in BUILT:
         try:
             out[rel] = os.stat(os.path.join(ROOT, rel)).st_mtime
         except OSError:
@@ -1361,10 +2010,10 @@ def tree_state():
 
 
 def main(argv):
-    which = [a for a in argv if a in "abcdef" and len(a) == 1] or list("abcdef")
-    bad = [a for a in argv if not (a in "abcdef" and len(a) == 1)]
+    which = [a for a in argv if a in "abcdefg" and len(a) == 1] or list("abcdefg")
+    bad = [a for a in argv if not (a in "abcdefg" and len(a) == 1)]
     if bad:
-        say("usage: bench/run [a] [b] [c] [d] [e] [f]")
+        say("usage: bench/run [a] [b] [c] [d] [e] [f] [g]")
         return 2
     root = tempfile.mkdtemp(prefix="cm-bench.", dir="/tmp")
     os.chmod(root, 0o755)
@@ -1379,7 +2028,7 @@ def main(argv):
         return 1
     say("running %s from a copy of the build: %s" % (version, SHARE))
     bins_before = binaries()
-    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f}
+    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f, "g": bench_g}
     rc = 0
 
     def on_signal(sig, frame):
