@@ -866,6 +866,12 @@ static struct session *session_from_request(struct lws *wsi, const char *uri, bo
 	snprintf(s->path, sizeof s->path, "%.150s", uri);
 	char qs[2048];
 	header(wsi, "x-cm-query:", qs, sizeof qs);
+	/* nginx names the user once the application accepted the credentials; a request that
+	 * reached the socket some other way has none */
+	if (!s->user[0]) {
+		cm_err_set(err, 401, "auth_error", "AUTH_REQUIRED", NULL, "Authentication required");
+		return s;
+	}
 
 	const char *rest = NULL;
 	if (!strncmp(uri, "/ws/", 4)) {

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """t130: the ready-made audit queries run in the sqlite3 shell and find what happened; the
-FastCGI and runner sockets cannot be opened by an unprivileged local user, and a request
+FastCGI, runner and WebSocket helper sockets cannot be opened by an unprivileged local user, and a request
 that reaches the application without credentials is refused by the application itself."""
 import glob
 import os
@@ -56,7 +56,7 @@ def main(t):
     rd = run_dir()
     t.ok(rd is not None, "found the run directory from the pool's command line", rd)
     if rd:
-        for name in ("fcgi.sock", "runner.sock", "audit.sock"):
+        for name in ("fcgi.sock", "runner.sock", "audit.sock", "ws.sock"):
             path = os.path.join(rd, name)
             kind = "SOCK_DGRAM" if name == "audit.sock" else "SOCK_STREAM"
             code = ("import socket,sys\ns=socket.socket(socket.AF_UNIX, socket.%s)\n"
@@ -70,6 +70,24 @@ def main(t):
                                                            "QUERY_STRING": "", "REMOTE_ADDR": "127.0.0.1"})
         t.ok(body.startswith(b"Status: 401") and b"auth_error" in body,
              "a request that bypasses nginx without credentials gets 401 from the application", body[:300])
+        # and straight to the WebSocket helper's socket: no user named by nginx, no session
+        s2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s2.settimeout(10)
+        s2.connect(os.path.join(rd, "ws.sock"))
+        s2.sendall(b"GET /ws/c00000000-0000-0000-0000-000000000000 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                   b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                chunk = s2.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+        except OSError:
+            pass
+        s2.close()
+        t.ok(head.startswith(b"HTTP/1.1 401 "),
+             "a WebSocket upgrade that bypasses nginx gets 401 from the helper", head[:300])
 
 
 def fcgi_request(path, params):
