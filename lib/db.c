@@ -88,8 +88,27 @@ sqlite3_stmt *cm_db_stmt(struct cm_db *db, const char *sql, struct cm_error *err
 	return st;
 }
 
+/* true when the migration is recorded (a plain read: no lock beyond the snapshot) */
+static bool applied(struct cm_db *db, int version)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db->h, "SELECT 1 FROM schema_migrations WHERE version = ?", -1, &st, NULL) != SQLITE_OK)
+		return false;
+	sqlite3_bind_int(st, 1, version);
+	bool yes = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	return yes;
+}
+
 static int migrate(struct cm_db *db, struct cm_error *err)
 {
+	/* An up-to-date database is only read here: a process starting while someone else holds
+	 * the write lock (a busy runner, an operator's sqlite3 session) does not wait for it. */
+	bool all = true;
+	for (const struct cm_migration *m = cm_migrations; m->version && all; m++)
+		all = applied(db, m->version);
+	if (all)
+		return 0;
 	if (cm_db_exec(db, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
 			   "name TEXT NOT NULL, applied_at TEXT NOT NULL)", err) < 0)
 		return -1;
