@@ -267,16 +267,19 @@ int dock_exec_start(const char *container, const char *argv_json, bool tty, int 
 				break;
 			usleep((useconds_t)(10000 * (i + 1)));
 		}
-	/* the host pid, for signals and clean-up */
-	for (int i = 0; i < 50; i++) {
+	/* the host pid, for signals and clean-up: the exec may not be running yet right after
+	 * the attach (Running false, no Pid), so wait for it, up to 2 s */
+	for (int i = 0; i < 100; i++) {
 		bool running = false;
 		long long pid = 0, code = 0;
 		struct cm_error e2;
-		if (exec_inspect(exec_id, &running, &pid, &code, &e2) < 0 || !running)
+		if (exec_inspect(exec_id, &running, &pid, &code, &e2) < 0)
 			break;
-		if (pid > 1 && proc_identify((pid_t)pid, proc) == 0)
+		if (running && pid > 1 && proc_identify((pid_t)pid, proc) == 0)
 			break;
-		usleep(20000);
+		if (!running && pid > 1)
+			break; /* it ran and has already ended */
+		usleep(i < 10 ? 2000 : 20000);
 	}
 	return 0;
 }

@@ -1000,6 +1000,8 @@ static int http_error(struct lws *wsi, const struct cm_error *err, const char *r
 					 (int)strlen(request_id), &p, end) &&
 	    (status != 426 || !lws_add_http_header_by_name(wsi, (const unsigned char *)"upgrade:",
 							   (const unsigned char *)"websocket", 9, &p, end)) &&
+	    (status != 426 || !lws_add_http_header_by_name(wsi, (const unsigned char *)"sec-websocket-version:",
+							   (const unsigned char *)"13", 2, &p, end)) &&
 	    !lws_finalize_write_http_header(wsi, start, &p, end)) {
 		memcpy(start, body ? body : "{}", blen);
 		rc = lws_write(wsi, start, blen, LWS_WRITE_HTTP_FINAL) == (int)blen ? 0 : -1;
@@ -1108,6 +1110,15 @@ static int cb_main(struct lws *wsi, enum lws_callback_reasons reason, void *user
 		struct session *ns = session_from_request(wsi, uri, true, &err);
 		if (!ns)
 			return -1;
+		/* a handshake lws would drop without a word gets an answer (RFC 6455 4.2.1, 4.4) */
+		char ver[8] = "";
+		if (lws_hdr_copy(wsi, ver, sizeof ver, WSI_TOKEN_VERSION) < 0)
+			ver[0] = '\0';
+		if (!err.status && lws_hdr_total_length(wsi, WSI_TOKEN_KEY) <= 0)
+			cm_err_set(&err, 400, "validation_error", "BAD_HANDSHAKE", NULL, "Sec-WebSocket-Key is missing");
+		else if (!err.status && strcmp(ver, "13") != 0)
+			cm_err_set(&err, 426, "validation_error", "BAD_HANDSHAKE", NULL,
+				   "Sec-WebSocket-Version must be 13");
 		if (err.status) {
 			audit_rejected(ns, &err);
 			int rc = http_error(wsi, &err, ns->request_id, ns->cuid);
