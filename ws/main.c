@@ -37,7 +37,7 @@
 #define OUT_HIGH (1u << 20)     /* queued output that pauses the Docker side */
 #define OUT_LOW (256u << 10)    /* ... and resumes it */
 #define IN_HIGH (1u << 20)      /* queued stdin that pauses the client side */
-#define CHUNK 32768             /* raw bytes per output frame at most */
+#define CHUNK 65536             /* raw bytes per output frame at most */
 #define NWORKERS 4
 
 enum kind { K_EXEC, K_LOGS_WS, K_LOGS_HTTP };
@@ -80,6 +80,7 @@ struct session {
 	/* lifecycle */
 	int pending_signal;     /* a signal or close that came before the process started */
 	bool pending_close;
+	bool close_started;
 	bool started, stream_ended, finishing, exit_sent, close_after_flush, gone;
 	int exit_code;
 	bool has_exit;
@@ -1086,6 +1087,11 @@ static int client_writable(struct session *s, struct lws *wsi)
 			lws_write(wsi, eb + LWS_PRE, 0, LWS_WRITE_HTTP_FINAL);
 			return -1;
 		}
+		/* once: lws then sends the close frame and waits (5 s at most) for the client's reply
+		 * before it drops the TCP connection (RFC 6455 7.1.1); a second -1 would cut that short */
+		if (s->close_started)
+			return 0;
+		s->close_started = true;
 		lws_close_reason(wsi, (enum lws_close_status)s->close_status, (unsigned char *)s->close_reason,
 				 strlen(s->close_reason));
 		return -1;
@@ -1386,7 +1392,8 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	lws_set_log_level(LLL_ERR, NULL);
+	const char *lv = getenv("CM_LWS_LOG");
+	lws_set_log_level(lv ? atoi(lv) : LLL_ERR, NULL);
 
 	/* two descriptors per session (client and Docker) */
 	struct rlimit rl;

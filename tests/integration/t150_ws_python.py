@@ -472,12 +472,13 @@ async def aiohttp_tests(t, cuid):
         async with session.ws_connect(ws_url("/ws/%s" % cuid, {"tty": 0, "command": json.dumps(["sh"])}),
                                       timeout=15, heartbeat=None) as ws:
             await ws.send_json({"type": "stdin", "data": "echo via-aio-$((2+3)); echo e >&2; exit 9\n"})
-            frames, out, err = [], b"", b""
+            frames, out, err, close_msg = [], b"", b"", None
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 15
             while loop.time() < deadline:
                 msg = await asyncio.wait_for(ws.receive(), max(0.1, deadline - loop.time()))
                 if msg.type != aiohttp.WSMsgType.TEXT:
+                    close_msg = (msg.type.name, msg.data)
                     break
                 f = json.loads(msg.data)
                 frames.append(f)
@@ -486,9 +487,14 @@ async def aiohttp_tests(t, cuid):
                 elif f.get("type") == "stderr":
                     err += decode(f)
             codes = [f.get("code") for f in frames if f.get("type") == "exit"]
-            t.ok(out == b"via-aio-5\n" and err == b"e\n" and codes == [9] and ws.close_code == 1000,
-                 "aiohttp ws_connect: sh without TTY, stdin script -> stdout/stderr/exit 9/close 1000",
-                 {"out": out, "err": err, "codes": codes, "close": ws.close_code, "frames": frames[-10:]})
+            t.ok(out == b"via-aio-5\n" and err == b"e\n" and codes == [9] and close_msg == ("CLOSE", 1000),
+                 "aiohttp ws_connect: sh without TTY, stdin script -> stdout/stderr/exit 9/close frame 1000",
+                 {"out": out, "err": err, "codes": codes, "close_msg": close_msg, "frames": frames[-10:]})
+            # aiohttp answers the server's close frame; if the server drops TCP before that reply
+            # (RFC 6455 7.1.1: the server closes TCP after sending AND receiving a Close), aiohttp
+            # reports 1006 to the application
+            t.eq(ws.close_code, 1000, "aiohttp: the close handshake completes, ws.close_code is 1000",
+                 {"exception": repr(ws.exception())})
 
         for hdrs, label in (({"Authorization": "Basic " + base64.b64encode(b"admin:wrong-password").decode()},
                              "wrong password"), (None, "no auth")):
@@ -514,6 +520,10 @@ def preupgrade_tests(t, s, cuid, stopped_cuid, created_cuid):
     check_error(t, r, 422, "state_error", "CONTAINER_NOT_RUNNING", name="upgrade /ws/<created, never started>")
     r = upgrade_get("/ws/%s" % stopped_cuid)
     check_error(t, r, 422, "state_error", "CONTAINER_NOT_RUNNING", name="upgrade /ws/<stopped container>")
+    r = s.get("/ws/%s" % cuid)
+    check_error(t, r, 426, code="WEBSOCKET_REQUIRED", name="plain GET /ws/<cuid> (no upgrade)")
+    r = upgrade_get("/ws/NOT_A_CUID")
+    check_error(t, r, 400, "validation_error", "INVALID_CUID", name="upgrade /ws/NOT_A_CUID")
     r = upgrade_get("/ws/%s" % cuid, auth=None)
     check_error(t, r, 401, "auth_error", name="upgrade without Authorization")
     t.ok("Basic" in (r.headers.get("WWW-Authenticate") or ""), "401 on /ws/ carries WWW-Authenticate: Basic",
@@ -521,14 +531,17 @@ def preupgrade_tests(t, s, cuid, stopped_cuid, created_cuid):
     r = upgrade_get("/ws/%s" % cuid, auth=(USER, PASS + "-wrong"))
     check_error(t, r, 401, "auth_error", name="upgrade with a wrong password")
     qcodes = {"INVALID_QUERY", "INVALID_VALUE"}
+    # an unknown parameter: UNKNOWN_PARAMETER as GET /containers answers it (docs/API.md), or INVALID_QUERY
+    ucodes = {"INVALID_QUERY", "UNKNOWN_PARAMETER"}
     for params, field in (({"cols": "abc"}, "cols"), ({"cols": "0"}, "cols"), ({"rows": "-1"}, "rows"),
                           ({"cols": "80", "rows": "x"}, "rows"), ({"command": "[1,2]"}, "command"),
                           ({"command": "[]"}, "command"), ({"tty": "7"}, "tty"), ({"foo": "1"}, "foo")):
         r = upgrade_get("/ws/%s" % cuid, params)
-        check_error(t, r, 400, "validation_error", qcodes, field=field, name="upgrade /ws/<cuid>?%s" % qs(params))
+        check_error(t, r, 400, "validation_error", ucodes if field == "foo" else qcodes, field=field,
+                    name="upgrade /ws/<cuid>?%s" % qs(params))
     for params, field in (({"tail": "abc"}, "tail"), ({"follow": "2"}, "follow"), ({"bogus": "1"}, "bogus")):
         r = upgrade_get("/ws/%s/logs" % cuid, params)
-        check_error(t, r, 400, "validation_error", qcodes, field=field,
+        check_error(t, r, 400, "validation_error", ucodes if field == "bogus" else qcodes, field=field,
                     name="upgrade /ws/<cuid>/logs?%s" % qs(params))
 
     # the websockets client sees the same refusals
@@ -562,22 +575,35 @@ def logs_tests(t, s, lc):
     async def ws_part():
         # tail without follow: the last lines, then a normal close
         before = log_numbers(docker_logs_text(lc), "line")
-        ss = await connect("/ws/%s/logs" % lc, {"tail": 5}, label="logs tail=5")
+        # (follow defaults to 1 on the WebSocket, docs/API.md: ask for a snapshot explicitly)
+        ss = await connect("/ws/%s/logs" % lc, {"tail": 5, "follow": 0}, label="logs tail=5 follow=0")
         await ss.until(lambda: ss.closed, 15)
         out, err = ss.text("stdout"), ss.text("stderr")
         lines, errs = log_numbers(out, "line"), log_numbers(err, "err")
-        t.ok(ss.close_code == 1000, "ws logs tail=5: the server closes with 1000 after the last line", ss.summary())
-        t.ok(1 <= len(lines) + len(errs) <= 10 and lines and errs,
-             "ws logs tail=5: a few stdout and stderr lines (<= 5 + 5)", {"stdout": out, "stderr": err})
+        t.ok(ss.close_code == 1000, "ws logs tail=5 follow=0: the server closes with 1000 after the last line", ss.summary())
+        t.ok(len(lines) + len(errs) == 5 and lines and errs,
+             "ws logs tail=5 follow=0: the last 5 lines (stdout and stderr counted together, as Docker does)",
+             {"stdout": out, "stderr": err})
         t.ok(all(re.match(r"^line\d+$", x) for x in out.splitlines())
              and all(re.match(r"^err\d+$", x) for x in err.splitlines()),
              "ws logs: stdout frames carry the lineN lines, stderr frames the errN lines",
              {"stdout": out, "stderr": err})
         t.ok(consecutive(lines) and consecutive(errs) and before and lines and lines[-1] >= before[-1],
-             "ws logs tail=5: consecutive and the most recent lines", {"lines": lines, "errs": errs,
+             "ws logs tail=5 follow=0: consecutive and the most recent lines", {"lines": lines, "errs": errs,
                                                                       "docker_last": before[-1:]})
         t.eq(ss.exit_codes(), [], "ws logs: no exit frame (it is not a process)")
         t.ok(not ss.problems, "ws logs: frames well formed", ss.problems)
+        await ss.aclose()
+
+        ss = await connect("/ws/%s/logs" % lc, {"tail": 3, "follow": 0, "stream": "stderr"}, label="logs stderr")
+        await ss.until(lambda: ss.closed, 15)
+        errs = log_numbers(ss.text("stderr"), "err")
+        # Docker takes the last 3 lines of both streams, then keeps the stderr ones
+        t.ok(ss.close_code == 1000 and ss.out("stdout") == b"" and 1 <= len(errs) <= 3 and consecutive(errs)
+             and len(ss.text("stderr").splitlines()) == len(errs),
+             "ws logs stream=stderr tail=3 follow=0: only errN lines, in stderr frames, then close 1000",
+             ss.summary())
+        await ss.aclose()
 
         # follow: new lines keep coming
         ss = await connect("/ws/%s/logs" % lc, {"tail": 1, "follow": 1}, label="logs follow")
@@ -596,9 +622,9 @@ def logs_tests(t, s, lc):
     t.ok((r.headers.get("Content-Type") or "").startswith("text/plain"), "logs: Content-Type text/plain",
          dict(r.headers))
     ls = r.text.splitlines()
-    t.ok(1 <= len(ls) <= 8 and all(re.match(r"^(line|err)\d+$", x) for x in ls)
+    t.ok(len(ls) == 4 and all(re.match(r"^(line|err)\d+$", x) for x in ls)
          and any(x.startswith("line") for x in ls) and any(x.startswith("err") for x in ls),
-         "logs tail=4: both streams demultiplexed into plain lines (no 8-byte frame headers)", {"body": r.text[:500]})
+         "logs tail=4: 4 lines of both streams, demultiplexed (no 8-byte frame headers)", {"body": r.text[:500]})
     r = http_logs(s, lc, tail=100000)
     allnums = log_numbers(r.text, "line")
     t.ok(r.status_code == 200 and allnums[:1] == [0] and consecutive(allnums) and len(allnums) >= 12,
@@ -639,7 +665,8 @@ def logs_tests(t, s, lc):
     try:
         with s.get("/containers/%s/logs" % lc, params={"tail": 1, "follow": 1, "stream": "stdout"}, stream=True,
                    timeout=(5, 10)) as r:
-            t.status(r, 200, "GET logs?follow=1")
+            # (not t.status: its diagnostics would read the endless body)
+            t.eq(r.status_code, 200, "GET logs?follow=1 -> HTTP 200")
             t.eq(r.headers.get("Transfer-Encoding"), "chunked", "logs follow=1: a chunked response")
             t0 = time.monotonic()
             for ln in r.iter_lines(chunk_size=1):
@@ -680,7 +707,7 @@ def logs_tests(t, s, lc):
     # a stopped container's logs are still there
     r = http_logs(s, lc, tail=3)
     ls = r.text.splitlines()
-    t.ok(r.status_code == 200 and 1 <= len(ls) <= 6 and all(re.match(r"^(line|err)\d+$", x) for x in ls),
+    t.ok(r.status_code == 200 and len(ls) == 3 and all(re.match(r"^(line|err)\d+$", x) for x in ls),
          "logs of a stopped container: 200 with its last lines", {"status": r.status_code, "body": r.text[:300]})
 
     async def ws_stopped():
@@ -762,7 +789,7 @@ def audit_tests(t, s):
         t.eq(c3.get("exit_code"), 0, "audit shell row: exit_code 0")
         took = time.monotonic() - t0
         d = c1.get("duration_ms")
-        t.ok(isinstance(d, int) and 1000 <= d <= took * 1000 + 1000,
+        t.ok(isinstance(d, (int, float)) and not isinstance(d, bool) and 1000 <= d <= took * 1000 + 1000,
              "audit cat row: duration_ms covers the session (>= 1000 ms, held open 1 s)", {"duration_ms": d})
 
 
