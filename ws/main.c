@@ -423,10 +423,13 @@ static void emit(struct session *s, int stream, const unsigned char *data, size_
 	while (len > 0 || (final && s->carry_len[stream])) {
 		unsigned char buf[CHUNK + 4];
 		size_t c = (size_t)s->carry_len[stream];
-		memcpy(buf, s->carry[stream], c);
+		if (c)
+			memcpy(buf, s->carry[stream], c);
 		size_t take = len < CHUNK ? len : CHUNK;
-		memcpy(buf + c, data, take);
-		data += take;
+		if (take) {
+			memcpy(buf + c, data, take);
+			data += take;
+		}
 		len -= take;
 		size_t n = c + take;
 		size_t cut = final && len == 0 ? n : ws_utf8_boundary(buf, n);

@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""t154 WebSocket backpressure: a client that stops reading while the process writes as fast
+as it can (`yes`) must not make the helper buffer without limit. The helper's memory stays
+flat, the process is held back by its full pipe (it only writes as much as the client takes),
+the session still works once the client reads again, and closing it leaves no process."""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from cmtest import *  # noqa: E402,F403
+
+import websockets  # noqa: E402
+
+HEADERS = {"Authorization": "Basic " + base64.b64encode(("%s:%s" % (USER, PASS)).encode()).decode()}
+STALL = 6.0
+LINE = "backpressure-" + "x" * 50
+
+
+def helper_rss_kb():
+    p = subprocess.run(["pgrep", "-x", "cm-ws"], stdout=subprocess.PIPE)
+    pids = p.stdout.decode().split()
+    if len(pids) != 1:
+        return None
+    with open("/proc/%s/status" % pids[0]) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+def yes_running(cuid):
+    rc, out = docker_exec(cuid, ["ps", "-o", "pid,args"])
+    return [l for l in out.splitlines() if "yes " in l and "ps -o" not in l]
+
+
+async def session(t, cuid):
+    cmd = json.dumps(["yes", LINE])
+    url = URL.replace("http://", "ws://") + "/ws/%s?tty=0&command=%s" % (cuid, urllib_quote(cmd))
+    # the client library's own buffers are kept small so that not reading means not reading
+    async with websockets.connect(url, extra_headers=HEADERS, max_size=None, max_queue=1, read_limit=2 ** 16,
+                                  ping_interval=None) as ws:
+        first = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        t.eq(first.get("type"), "stdout", "output flows")
+        rss0 = helper_rss_kb()
+        await asyncio.sleep(STALL)  # not reading
+        rss1 = helper_rss_kb()
+        t.ok(rss0 is not None and rss1 is not None and rss1 - rss0 < 16 * 1024,
+             "cm-ws memory stays flat while the client does not read (%s kB -> %s kB over %.0f s)" % (rss0, rss1, STALL))
+        # how much arrives after the stall is bounded by the buffers on the way, not by the
+        # time `yes` had: read what is queued, quickly, and compare with what yes could write
+        got = 0
+        t0 = time.time()
+        while time.time() - t0 < 1.0:
+            try:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+            except asyncio.TimeoutError:
+                break
+            if m.get("type") == "stdout":
+                got += len(m.get("data", ""))
+        # yes writes hundreds of MB/s: six seconds unthrottled would be gigabytes
+        t.ok(0 < got < 64 * 1024 * 1024, "what was held back is bounded (%.1f MB read in the second after)" % (got / 1e6))
+        await ws.send(json.dumps({"type": "close"}))
+        codes = []
+        try:
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                if m.get("type") == "exit":
+                    codes.append(m.get("code"))
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        t.eq(codes, [137], "close ends the process (exit 137)")
+        t.eq(ws.close_code, 1000, "and the session closes normally")
+    t.ok(wait_until(lambda: not yes_running(cuid), timeout=10), "no yes left in the container", yes_running(cuid))
+
+
+def urllib_quote(s):
+    import urllib.parse
+    return urllib.parse.quote(s, safe="")
+
+
+def main(t):
+    s = api()
+    c = must_create(s, t)["cuid"]
+    t.status(action(s, c, "start"), 200, "start")
+    asyncio.run(session(t, c))
+
+
+if __name__ == "__main__":
+    run(main)
