@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """t154 WebSocket backpressure: a client that stops reading while the process writes as fast
 as it can (`yes`) must not make the helper buffer without limit. The helper's memory stays
-flat, the process is held back by its full pipe (it only writes as much as the client takes),
+flat, the process is held back by its full pipe (its write count stops growing),
 the session still works once the client reads again, and closing it leaves no process."""
 import asyncio
 import json
@@ -32,6 +32,22 @@ def helper_rss_kb():
     return None
 
 
+def yes_written():
+    """Bytes the session's `yes` has written so far (host /proc: the process is visible there)."""
+    p = subprocess.run(["pgrep", "-f", "yes " + LINE], stdout=subprocess.PIPE)
+    pids = p.stdout.decode().split()
+    if len(pids) != 1:
+        return None
+    try:
+        with open("/proc/%s/io" % pids[0]) as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def yes_running(cuid):
     rc, out = docker_exec(cuid, ["ps", "-o", "pid,args"])
     return [l for l in out.splitlines() if "yes " in l and "ps -o" not in l]
@@ -45,24 +61,29 @@ async def session(t, cuid):
                                   ping_interval=None) as ws:
         first = json.loads(await asyncio.wait_for(ws.recv(), 15))
         t.eq(first.get("type"), "stdout", "output flows")
+        # not reading. The buffers on the way (the helper's queue, the sockets to and from
+        # nginx) fill within the first moments; after that nothing more may be taken in.
+        # (Measured from 2 s on: a sanitizer build keeps freed memory in quarantine, so the
+        # filling itself shows there as growth.)
         rss0 = helper_rss_kb()
-        await asyncio.sleep(STALL)  # not reading
-        rss1 = helper_rss_kb()
-        t.ok(rss0 is not None and rss1 is not None and rss1 - rss0 < 16 * 1024,
-             "cm-ws memory stays flat while the client does not read (%s kB -> %s kB over %.0f s)" % (rss0, rss1, STALL))
-        # how much arrives after the stall is bounded by the buffers on the way, not by the
-        # time `yes` had: read what is queued, quickly, and compare with what yes could write
+        await asyncio.sleep(2)
+        rss1, w1 = helper_rss_kb(), yes_written()
+        await asyncio.sleep(STALL - 2)
+        rss2, w2 = helper_rss_kb(), yes_written()
+        t.ok(None not in (rss0, rss1, rss2) and rss2 - rss1 < 4 * 1024,
+             "cm-ws memory stays flat while the client does not read (%s kB, %s kB at 2 s, %s kB at %.0f s)"
+             % (rss0, rss1, rss2, STALL))
+        t.ok(None not in (w1, w2) and w2 - w1 < 4 * 1024 * 1024,
+             "the process is held back by its full pipe: yes wrote %s bytes between 2 s and %.0f s" %
+             (None if None in (w1, w2) else w2 - w1, STALL), {"wchar at 2 s": w1, "wchar at end": w2})
+        # and it goes on once the client reads again
         got = 0
         t0 = time.time()
-        while time.time() - t0 < 1.0:
-            try:
-                m = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
-            except asyncio.TimeoutError:
-                break
+        while got < 1024 * 1024 and time.time() - t0 < 10:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 5))
             if m.get("type") == "stdout":
                 got += len(m.get("data", ""))
-        # yes writes hundreds of MB/s: six seconds unthrottled would be gigabytes
-        t.ok(0 < got < 64 * 1024 * 1024, "what was held back is bounded (%.1f MB read in the second after)" % (got / 1e6))
+        t.ok(got >= 1024 * 1024, "output flows again once the client reads (%d bytes)" % got)
         await ws.send(json.dumps({"type": "close"}))
         codes = []
         try:
