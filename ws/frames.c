@@ -150,6 +150,16 @@ int ws_cmd_parse(const char *msg, size_t len, struct ws_cmd *cmd, char *errmsg, 
 	return rc;
 }
 
+/* Appends what g generated to out and frees g. */
+static int finish(yajl_gen g, struct cm_buf *out)
+{
+	const unsigned char *buf;
+	size_t blen;
+	int rc = yajl_gen_get_buf(g, &buf, &blen) == yajl_gen_status_ok ? cm_buf_append(out, buf, blen) : -1;
+	yajl_gen_free(g);
+	return rc;
+}
+
 static int frame_one(struct cm_buf *out, const char *type, const unsigned char *data, size_t len, bool text)
 {
 	yajl_gen g = cm_jg_new();
@@ -173,11 +183,7 @@ static int frame_one(struct cm_buf *out, const char *type, const unsigned char *
 	}
 	cm_jg_kv_str(g, "encoding", text ? "utf8" : "base64");
 	yajl_gen_map_close(g);
-	const unsigned char *buf;
-	size_t blen;
-	int rc = yajl_gen_get_buf(g, &buf, &blen) == yajl_gen_status_ok ? cm_buf_append(out, buf, blen) : -1;
-	yajl_gen_free(g);
-	return rc;
+	return finish(g, out);
 }
 
 size_t ws_utf8_valid_prefix(const unsigned char *data, size_t len)
@@ -216,11 +222,7 @@ int ws_frame_error(struct cm_buf *out, const char *code, const char *message)
 	cm_jg_kv_str(g, "message", cm_valid_utf8(message, strlen(message)) ? message : "error");
 	yajl_gen_map_close(g);
 	yajl_gen_map_close(g);
-	const unsigned char *buf;
-	size_t blen;
-	int rc = yajl_gen_get_buf(g, &buf, &blen) == yajl_gen_status_ok ? cm_buf_append(out, buf, blen) : -1;
-	yajl_gen_free(g);
-	return rc;
+	return finish(g, out);
 }
 
 size_t ws_utf8_boundary(const unsigned char *buf, size_t len)
