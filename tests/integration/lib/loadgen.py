@@ -66,13 +66,15 @@ class Client(threading.Thread):
                 elif r is None or r.status_code >= 500:
                     k["tags"].add(json.dumps(tags))
             elif op < 0.90:
+                cur = next(iter(k["state"]))
                 if len(k["state"]) != 1:
-                    # unsure where an unanswered action left it: ask
+                    # unsure where an unanswered action left it: ask, but only to choose the
+                    # next action (a job of the unanswered request may still be running, so
+                    # the answer does not narrow what the end state may be)
                     r = self.call("get", "GET", "/containers/%s" % c)
                     if r is None or r.status_code != 200:
                         continue
-                    k["state"] = {r.json().get("status")}
-                cur = next(iter(k["state"]))
+                    cur = r.json().get("status")
                 nxt = {"created": "start", "exited": "start", "running": self.rng.choice(["pause", "stop"]),
                        "paused": "unpause"}.get(cur, "start")
                 r = self.call("action", "POST", "/containers/%s/%s" % (c, nxt),
