@@ -248,6 +248,18 @@ int reconcile_all(struct ctx *c, struct cm_error *err)
 	sqlite3_reset(s);
 	yajl_tree_free(list);
 	for (size_t i = 0; i < ngone; i++) {
+		/* The list is a snapshot: a job may have created this container since (a create
+		 * re-run after a crash does exactly that). Only Docker's own 404 for the id counts. */
+		if (gone[i].docker_id[0]) {
+			char path[160];
+			snprintf(path, sizeof path, "/containers/%s/json", gone[i].docker_id);
+			struct cm_buf r2 = {.limit = 1 << 20};
+			struct cm_error e2;
+			long ist = cm_docker_call(&c->docker, "GET", path, NULL, &r2, 30, &e2);
+			cm_buf_free(&r2);
+			if (ist != 404)
+				continue;
+		}
 		/* decided in one statement: a job that started (or finished) since the snapshot
 		 * keeps its row */
 		static const char *del = "DELETE FROM containers WHERE cuid = ?1 AND docker_id IS ?2 AND status IS ?3 "
