@@ -21,8 +21,9 @@
 
 struct fail_slot {
 	uint64_t addr_hash;
-	uint32_t window;
-	uint32_t count;
+	uint32_t window; /* AUTH_FAIL_WINDOW-second window number */
+	uint32_t count;  /* failures in it */
+	uint32_t prev;   /* failures in the window before it */
 };
 
 static struct fail_slot *fails; /* MAP_SHARED, made by the supervisor before it forks */
@@ -46,15 +47,32 @@ static struct fail_slot *fail_slot(const char *addr, uint64_t *h)
 	return fails ? &fails[x % AUTH_FAIL_SLOTS] : NULL;
 }
 
-/* Whether addr has used up its failed logins in the current window. */
+/* Failures of addr over the last AUTH_FAIL_WINDOW seconds, estimated as a sliding window
+ * (this window's count plus the previous window's, weighted by how much of it still lies
+ * within the last AUTH_FAIL_WINDOW seconds): a flood that straddles a window boundary gets no
+ * fresh allowance there. */
+static double recent_failures(const struct fail_slot *s, uint64_t h)
+{
+	int64_t now = cm_monotonic_ms();
+	uint32_t w = (uint32_t)(now / 1000 / AUTH_FAIL_WINDOW);
+	if (__atomic_load_n(&s->addr_hash, __ATOMIC_RELAXED) != h)
+		return 0;
+	uint32_t sw = __atomic_load_n(&s->window, __ATOMIC_RELAXED);
+	uint32_t cur = __atomic_load_n(&s->count, __ATOMIC_RELAXED), prev = __atomic_load_n(&s->prev, __ATOMIC_RELAXED);
+	double into = (double)(now % (AUTH_FAIL_WINDOW * 1000)) / (AUTH_FAIL_WINDOW * 1000.0);
+	if (sw == w)
+		return cur + prev * (1.0 - into);
+	if (sw + 1 == w)
+		return cur * (1.0 - into);
+	return 0;
+}
+
+/* Whether addr has used up its failed logins. */
 static bool throttled(const char *addr)
 {
 	uint64_t h;
 	struct fail_slot *s = fail_slot(addr, &h);
-	uint32_t w = (uint32_t)(cm_monotonic_ms() / 1000 / AUTH_FAIL_WINDOW);
-	return s && __atomic_load_n(&s->addr_hash, __ATOMIC_RELAXED) == h &&
-	       __atomic_load_n(&s->window, __ATOMIC_RELAXED) == w &&
-	       __atomic_load_n(&s->count, __ATOMIC_RELAXED) >= AUTH_FAIL_LIMIT;
+	return s && recent_failures(s, h) >= AUTH_FAIL_LIMIT;
 }
 
 /* Counts one failed login of addr (approximate under races; a slot shared by two
@@ -66,9 +84,16 @@ static void count_failure(const char *addr)
 	if (!s)
 		return;
 	uint32_t w = (uint32_t)(cm_monotonic_ms() / 1000 / AUTH_FAIL_WINDOW);
-	if (__atomic_load_n(&s->addr_hash, __ATOMIC_RELAXED) != h || __atomic_load_n(&s->window, __ATOMIC_RELAXED) != w) {
+	uint32_t sw = __atomic_load_n(&s->window, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&s->addr_hash, __ATOMIC_RELAXED) != h) {
 		__atomic_store_n(&s->addr_hash, h, __ATOMIC_RELAXED);
 		__atomic_store_n(&s->window, w, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->count, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->prev, 0, __ATOMIC_RELAXED);
+	} else if (sw != w) {
+		uint32_t carried = sw + 1 == w ? __atomic_load_n(&s->count, __ATOMIC_RELAXED) : 0;
+		__atomic_store_n(&s->window, w, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->prev, carried, __ATOMIC_RELAXED);
 		__atomic_store_n(&s->count, 0, __ATOMIC_RELAXED);
 	}
 	__atomic_add_fetch(&s->count, 1, __ATOMIC_RELAXED);
