@@ -293,9 +293,22 @@ async def ex_resize(t, cuid):
 async def ex_signals(t, cuid):
     # signals, with and without TTY (all sessions at once)
     async def sig_case(name, code, tty):
-        s2 = await connect("/ws/%s" % cuid, {"tty": tty, "command": json.dumps(["sh", "-c", "echo ready; exec sleep 1000"])},
+        # a distinct duration per case, to see in `ps` when the shell has become `sleep`: a
+        # signal that reached the shell before its exec would test busybox sh, not us (it
+        # ignores QUIT)
+        secs = str(1000 + 10 * SIGNALS.index((name, code)) + tty)
+        s2 = await connect("/ws/%s" % cuid, {"tty": tty, "command": json.dumps(["sh", "-c", "echo ready; exec sleep " + secs])},
                            label="signal %s tty=%d" % (name, tty))
         ready = await s2.until(lambda: b"ready" in s2.out(), 10)
+
+        def execd():
+            rc, out = docker_exec(cuid, ["ps", "-o", "args"])
+            return any(line.strip() == "sleep " + secs for line in out.splitlines())
+        loop = asyncio.get_running_loop()
+        for _ in range(50):
+            if await loop.run_in_executor(None, execd):
+                break
+            await asyncio.sleep(0.1)
         await s2.send({"type": "signal", "name": name})
         await s2.until(lambda: s2.exit_codes(), 15)
         cc = await s2.wait_close()
