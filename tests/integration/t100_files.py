@@ -134,6 +134,7 @@ def main(t):
     # -- refusals: each leaves /app and the canary exactly as they were
     before_app, before_canary = tree_digest(app), tree_digest(canary)
     ok_zip = make_zip([("fine.txt", b"x")])
+    TRAVERSE = ("PATH_TRAVERSAL", "INVALID_ENTRY_NAME")
     bomb = make_zip([("bomb", b"\0" * (300 << 20))])
     cases = [
         ("dot-dot entry", make_zip([("../escape.txt", b"x")]), 400, "PATH_TRAVERSAL", ZIP, {}),
@@ -157,6 +158,18 @@ def main(t):
         ("path= escaping /app", ok_zip, 400, "PATH_TRAVERSAL", ZIP, {"path": "../x"}),
         ("path= through a planted symlink", ok_zip, 400, "SYMLINK_IN_PATH", ZIP, {"path": "canarylink"}),
         ("path= absolute outside /app", ok_zip, 400, "PATH_TRAVERSAL", ZIP, {"path": "/etc"}),
+        # more spellings of the way out, and links that point out from deeper inside
+        ("dot-slash dot-dot entry", make_zip([("./../escape.txt", b"x")]), 400, TRAVERSE, ZIP, {}),
+        ("dot inside a dot-dot path", make_zip([("a/./../../escape.txt", b"x")]), 400, TRAVERSE, ZIP, {}),
+        ("double slash dot-dot", make_zip([("a//../../escape.txt", b"x")]), 400, TRAVERSE, ZIP, {}),
+        ("bare .. entry", make_zip([("..", b"x")]), 400, TRAVERSE, ZIP, {}),
+        ("trailing .. entry", make_zip([("x/..", b"x")]), 400, TRAVERSE, ZIP, {}),
+        ("dot-dot directory entry", make_zip([("../evil/", b"")]), 400, TRAVERSE, ZIP, {}),
+        ("nested symlink out", make_zip([("d/f", b"1"), (link_info("d/l"), "../../..")]), 400, "SYMLINK_ENTRY", ZIP, {}),
+        ("symlink to /", make_zip([(link_info("root"), "/")]), 400, "SYMLINK_ENTRY", ZIP, {}),
+        ("symlink to the canary, then a file under it",
+         make_zip([(link_info("c"), canary), ("c/new", b"owned")]), 400, "SYMLINK_ENTRY", ZIP, {}),
+        ("path= with an encoded dot-dot", ok_zip, 400, "PATH_TRAVERSAL", ZIP, {"path": "a/../../x"}),
     ]
     def patched(name, placeholder, raw):
         z = make_zip([(name, b"x")])
