@@ -366,6 +366,26 @@ static int cmd_serve(const char *env_file, bool only_migrate)
 		{"ws", ws_argv, 0, 0, 0},
 		{"nginx", nginx_argv, 0, 0, 0},
 	};
+	/* CM_VALGRIND_DIR: run the pool, the runner and the helper under valgrind's memcheck,
+	 * one log per process in that directory (tests/run-valgrind) */
+	const char *vg_dir = getenv("CM_VALGRIND_DIR");
+	char vg_log[PATH_MAX + 32];
+	char *vg_argv[3][16];
+	if (vg_dir && *vg_dir) {
+		snprintf(vg_log, sizeof vg_log, "--log-file=%s/%%n.%%p.log", vg_dir);
+		for (size_t i = 0; i < 3; i++) {
+			char *pre[] = {"/usr/bin/valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
+				       "--errors-for-leak-kinds=definite", "--trace-children=no", "--child-silent-after-fork=no",
+				       vg_log};
+			size_t n = 0;
+			for (; n < CM_ARRAY_LEN(pre); n++)
+				vg_argv[i][n] = pre[n];
+			for (char *const *a = kids[i].argv; *a && n < 15; a++)
+				vg_argv[i][n++] = *a;
+			vg_argv[i][n] = NULL;
+			kids[i].argv = vg_argv[i];
+		}
+	}
 	struct sigaction sa = {0};
 	sa.sa_handler = on_stop;
 	sigemptyset(&sa.sa_mask);
