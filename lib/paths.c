@@ -82,6 +82,10 @@ static int walk_beneath(int dirfd, const char *rel, int flags, mode_t mode)
 		int fd = next ? openat(cur, tok, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 			      : openat(cur, tok, flags | O_NOFOLLOW | O_CLOEXEC, mode);
 		int saved = errno;
+		struct stat st;
+		/* as openat2 with RESOLVE_NO_SYMLINKS says it: ELOOP for a link, whatever the flags */
+		if (fd < 0 && saved != ELOOP && fstatat(cur, tok, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+			saved = ELOOP;
 		close(cur);
 		if (fd < 0) {
 			errno = saved;

@@ -989,8 +989,10 @@ def seed_tests(t, s, cuid):
 def cm_ws_pids():
     out = []
     for pid, ppid, start, cmd in find_procs("cm-ws"):
-        argv0 = cmd.split(" ", 1)[0]
-        if os.path.basename(argv0) == "cm-ws":
+        argv = cmd.split(" ")
+        # cm-ws itself, or cm-ws run by a tool such as valgrind (tests/run-valgrind)
+        if os.path.basename(argv[0]) == "cm-ws" or (
+                "valgrind" in os.path.basename(argv[0]) and any(os.path.basename(a) == "cm-ws" for a in argv)):
             out.append(pid)
     return sorted(out)
 
