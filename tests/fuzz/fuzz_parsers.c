@@ -1,10 +1,11 @@
 /* fuzz_parsers.c: the small parsers that see outside bytes: size strings ("4096m"), listen
  * specs, uid:gid, base64url/base64 (cursor tokens, Authorization), path normalisation,
- * UTF-8 validation. The first byte picks the parser. */
+ * UTF-8 validation, query strings. The first byte picks the parser. */
 #include "config.h"
 #include "cm.h"
 #include "cm_config.h"
 #include "paths.h"
+#include "query.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(s, data + 1, size - 1);
 	s[size - 1] = '\0';
 	struct cm_error err;
-	switch (data[0] % 7) {
+	switch (data[0] % 8) {
 	case 0: {
 		int64_t v;
 		if (cm_parse_size(s, &v) == 0 && v < 0)
@@ -63,6 +64,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 5: {
 		char out[512];
 		cm_b64_decode(out, sizeof out, s, strlen(s));
+		break;
+	}
+	case 6: {
+		/* query strings (API and WebSocket helper): decoded pairs are valid UTF-8, unique */
+		struct cm_query q;
+		if (cm_query_parse(&q, s, &err) == 0) {
+			if (q.n < 0 || q.n > CM_MAX_QUERY)
+				abort();
+			for (int i = 0; i < q.n; i++) {
+				if (!cm_valid_utf8(q.kv[i].key, strlen(q.kv[i].key)) || !cm_valid_utf8(q.kv[i].val, strlen(q.kv[i].val)))
+					abort();
+				for (int j = 0; j < i; j++)
+					if (!strcmp(q.kv[i].key, q.kv[j].key))
+						abort();
+			}
+		}
 		break;
 	}
 	default:
