@@ -3,6 +3,8 @@
 #include "audit.h"
 
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 static void bind_opt(sqlite3_stmt *st, int i, const char *v)
 {
@@ -115,4 +117,31 @@ bad:
 		yajl_tree_free(*tree);
 	*tree = NULL;
 	return -1;
+}
+
+int cm_audit_send(const char *run_dir, const struct cm_audit_row *row, struct cm_db *db)
+{
+	/* one datagram socket per process, addressed to the runner's batch writer */
+	static int fd = -1;
+	static struct sockaddr_un addr;
+	if (fd < 0 && addr.sun_family == 0) {
+		addr.sun_family = AF_UNIX;
+		if (cm_pathf(addr.sun_path, sizeof addr.sun_path, "%s/audit.sock", run_dir) == 0)
+			fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	}
+	char *msg = fd >= 0 ? cm_audit_encode(row) : NULL;
+	if (msg) {
+		size_t len = strlen(msg);
+		ssize_t n = sendto(fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&addr, sizeof addr);
+		free(msg);
+		if (n == (ssize_t)len)
+			return 0;
+	}
+	/* the writer is down or saturated: keep the row anyway */
+	struct cm_error err;
+	if (!db || cm_audit_insert(db, row, &err) < 0) {
+		cm_warn("audit row lost for %s", row->request_id ? row->request_id : "?");
+		return -1;
+	}
+	return 0;
 }

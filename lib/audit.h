@@ -20,6 +20,9 @@ struct cm_audit_row {
 
 /* Inserts one row (no transaction of its own: callers batch). */
 int cm_audit_insert(struct cm_db *db, const struct cm_audit_row *row, struct cm_error *err);
+/* Hands a row to the runner's batch writer (RUN_DIR/audit.sock); when that fails, inserts it
+ * into db itself (db may be NULL). Returns -1 only when the row is lost. */
+int cm_audit_send(const char *run_dir, const struct cm_audit_row *row, struct cm_db *db);
 /* Encodes a row as one JSON datagram (caller frees). */
 char *cm_audit_encode(const struct cm_audit_row *row);
 /* Decodes a datagram; the row's strings point into *tree (free with yajl_tree_free). */

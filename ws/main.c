@@ -127,8 +127,6 @@ static long nsessions;
 static uint64_t next_sid = 1;
 static volatile sig_atomic_t stopping;
 static char state_dir[PATH_MAX];
-static int audit_fd = -1;
-static struct sockaddr_un audit_addr;
 
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
@@ -297,23 +295,7 @@ static void audit_session(struct session *s)
 		.command = s->argv_json, .bytes_in = s->bytes_in, .bytes_out = s->bytes_out, .has_bytes = true,
 		.exit_code = s->exit_code, .has_exit = s->has_exit,
 	};
-	if (audit_fd < 0 && audit_addr.sun_family == 0) {
-		audit_addr.sun_family = AF_UNIX;
-		if (cm_pathf(audit_addr.sun_path, sizeof audit_addr.sun_path, "%s/audit.sock", cfg.run_dir) == 0)
-			audit_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	}
-	char *msg = audit_fd >= 0 ? cm_audit_encode(&row) : NULL;
-	if (msg) {
-		size_t len = strlen(msg);
-		ssize_t n = sendto(audit_fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&audit_addr,
-				   sizeof audit_addr);
-		free(msg);
-		if (n == (ssize_t)len)
-			return;
-	}
-	struct cm_error err;
-	if (!db_ok || cm_audit_insert(&db, &row, &err) < 0)
-		cm_warn("audit row lost for session %s", s->request_id);
+	cm_audit_send(cfg.run_dir, &row, db_ok ? &db : NULL);
 }
 
 static void drop_docker(struct session *s)
