@@ -2,10 +2,8 @@
 """t100 files: upload-zip, download, download-zip through nginx against a real container.
 Every refusal is checked twice: the error body, and that the container's /app tree and a
 canary directory outside it are byte-for-byte unchanged."""
-import hashlib
 import io
 import os
-import stat
 import sys
 import zipfile
 
@@ -13,23 +11,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from cmtest import *  # noqa: E402,F403
 
 ZIP = {"Content-Type": "application/zip"}
-
-
-def tree_digest(root):
-    """Hash of every name, type, mode, owner and content below root (links not followed)."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            h.update(("%s %o %d %d\n" % (os.path.relpath(p, root), st.st_mode, st.st_uid, st.st_gid)).encode())
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    h.update(f.read())
-            elif stat.S_ISLNK(st.st_mode):
-                h.update(os.readlink(p).encode())
-    return h.hexdigest()
 
 
 def make_zip(entries, compression=zipfile.ZIP_DEFLATED):

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from cmtest import *  # noqa: E402,F403
-from loadgen import Client, lost_writes, report  # noqa: E402
+from loadgen import Client, clean_up_after, lost_writes, report  # noqa: E402
 
 CLIENTS = int(os.environ.get("CM_LOAD_CLIENTS", "16"))
 SECONDS = float(os.environ.get("CM_LOAD_SECONDS", "15"))
@@ -32,11 +32,7 @@ def main(t):
     for c in clients:
         c.join(SECONDS + 300)
     wall = time.monotonic() - t0
-    s = api()
-    for c in clients:
-        for cuid, k in c.known.items():
-            if not k["deleted"]:
-                t.add_cleanup(lambda x=cuid: destroy(s, x))
+    clean_up_after(t, clients)
     t.ok(not any(c.is_alive() for c in clients), "every client finished")
     total = report(t, stats, wall, CLIENTS)
     bad = [(k, code) for k, v in stats.items() for _, code in v if not isinstance(code, int) or code >= 500]

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from cmtest import *  # noqa: E402,F403
-from loadgen import Client, lost_writes, report  # noqa: E402
+from loadgen import Client, clean_up_after, lost_writes, report  # noqa: E402
 
 KILLS = int(os.environ.get("CM_FAULT_KILLS", "20"))
 CLIENTS = int(os.environ.get("CM_LOAD_CLIENTS", "8"))
@@ -70,11 +70,8 @@ def main(t):
         c.join(seconds + 300)
     t.diag("kills: %s" % kills)
     t.ok(sum(kills.values()) >= KILLS * 0.9, "%d SIGKILLs delivered (%s)" % (sum(kills.values()), kills))
+    clean_up_after(t, clients)
     s = api()
-    for c in clients:
-        for cuid, k in c.known.items():
-            if not k["deleted"]:
-                t.add_cleanup(lambda x=cuid: destroy(s, x))
     t.ok(not any(c.is_alive() for c in clients), "every client finished")
     total = report(t, stats, seconds, CLIENTS)
     fails = sum(1 for v in stats.values() for _, code in v if not isinstance(code, int) or code >= 500)

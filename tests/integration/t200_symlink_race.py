@@ -5,10 +5,8 @@ would write it), while uploads, downloads and directory downloads aimed at swap/
 CM_RACE_ATTEMPTS requests in all (default 1500; the hardening figure uses 10000). No answer
 ever carries the canary's content, the canary is byte-for-byte unchanged, nothing answers 5xx,
 and every write lands inside /app."""
-import hashlib
 import io
 import os
-import stat
 import subprocess
 import sys
 import threading
@@ -21,20 +19,6 @@ from cmtest import *  # noqa: E402,F403
 ATTEMPTS = int(os.environ.get("CM_RACE_ATTEMPTS", "1500"))
 SECRET = b"CANARY-SECRET-" + rand_suffix(12).encode()
 ZIP = {"Content-Type": "application/zip"}
-
-
-def digest(root):
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            h.update(("%s %o %d %d\n" % (os.path.relpath(p, root), st.st_mode, st.st_uid, st.st_gid)).encode())
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    h.update(f.read())
-    return h.hexdigest()
 
 
 def make_zip(name, data):
@@ -54,7 +38,7 @@ def main(t):
         f.write(SECRET)
     os.chmod(canary, 0o777)  # writable by anyone: only the service's own checks protect it
     t.add_cleanup(lambda: subprocess.call(["rm", "-rf", canary]))
-    before = digest(canary)
+    before = tree_digest(canary)
 
     # the container flips /app/swap: a directory with a harmless file <-> a link to the canary
     script = ("while :; do rm -rf /app/swap; mkdir /app/swap; echo inside > /app/swap/secret; "
@@ -105,7 +89,7 @@ def main(t):
     t.diag("%d requests in %.0f s while /app/swap flipped: %s" % (per_thread * 4, took, counts))
     t.eq(leaks, [], "no answer carried the canary's secret (%d attempts)" % (per_thread * 4))
     t.eq(errors5[:10], [], "no 5xx and no broken connection")
-    t.eq(digest(canary), before, "the canary directory is byte-for-byte unchanged")
+    t.eq(tree_digest(canary), before, "the canary directory is byte-for-byte unchanged")
     with open(os.path.join(canary, "secret"), "rb") as f:
         t.eq(f.read(), SECRET, "the canary's file was never overwritten")
     ok_somewhere = sum(n for k in counts.values() for code, n in k.items() if code == 200)

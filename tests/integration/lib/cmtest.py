@@ -14,12 +14,14 @@ Environment (set by tests/integration/run):
 
 import base64
 import datetime
+import hashlib
 import http.client
 import json
 import os
 import random
 import re
 import socket
+import stat
 import sqlite3
 import string
 import subprocess
@@ -608,3 +610,20 @@ def find_procs(needle):
         out.append((pid, ppid, start, cmd))
     out.sort(key=lambda x: (x[2], x[0]))
     return out
+
+
+def tree_digest(root):
+    """Hash of every name, type, mode, owner and content below root (links not followed)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(("%s %o %d %d\n" % (os.path.relpath(p, root), st.st_mode, st.st_uid, st.st_gid)).encode())
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    h.update(f.read())
+            elif stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(p).encode())
+    return h.hexdigest()

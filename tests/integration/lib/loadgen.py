@@ -7,7 +7,7 @@ import random
 import threading
 import time
 
-from cmtest import IMAGE, SLEEP_CMD, api, db_query, docker_inspect
+from cmtest import IMAGE, SLEEP_CMD, api, db_query, destroy, docker_inspect
 
 NEXT_STATE = {"start": "running", "unpause": "running", "pause": "paused", "stop": "exited"}
 
@@ -150,3 +150,12 @@ def lost_writes(clients):
             if norm(docker_state_name(info)) not in {norm(x) for x in k["state"]}:
                 lost.append((cuid, "state", docker_state_name(info), sorted(k["state"])))
     return lost, checked
+
+
+def clean_up_after(t, clients):
+    """Registers the removal of every container the clients made and did not delete."""
+    s = api()
+    for c in clients:
+        for cuid, k in c.known.items():
+            if not k["deleted"]:
+                t.add_cleanup(lambda x=cuid: destroy(s, x))
