@@ -80,7 +80,7 @@ struct session {
 	int pending_signal;     /* a signal or close that came before the process started */
 	bool pending_close;
 	bool close_started;
-	bool started, stream_ended, finishing, exit_sent, close_after_flush, gone;
+	bool started, stream_ended, close_after_flush;
 	int exit_code;
 	bool has_exit;
 	char close_reason[64];
@@ -466,7 +466,6 @@ static void stream_ended(struct session *s)
 	if (s->kind == K_EXEC) {
 		struct task *t = task_new(T_FINISH, s);
 		if (t) {
-			s->finishing = true;
 			task_submit(t);
 			return;
 		}
@@ -538,7 +537,6 @@ static void on_task_done(struct task *t)
 			send_error(s, "RESIZE_FAILED", t->err.message);
 		break;
 	case T_FINISH:
-		s->finishing = false;
 		if (t->rc < 0) {
 			send_error(s, t->err.code[0] ? t->err.code : "DOCKER_UNAVAILABLE", t->err.message);
 			close_after_flush(s, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "exit status unknown");
@@ -553,7 +551,6 @@ static void on_task_done(struct task *t)
 		struct cm_buf b = {0};
 		ws_frame_exit(&b, t->exit_code);
 		queue_json(s, &b);
-		s->exit_sent = true;
 		close_after_flush(s, LWS_CLOSE_STATUS_NORMAL, NULL);
 		break;
 	case T_REAP:
