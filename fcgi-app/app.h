@@ -97,6 +97,9 @@ void h_container_ports(struct cm_req *r);
 void h_container_status(struct cm_req *r);
 void h_healthz(struct cm_req *r);
 void h_version(struct cm_req *r);
+/* definitions.c */
+void h_definitions_list(struct cm_req *r);
+void h_definition_get(struct cm_req *r);
 void h_auth(struct cm_req *r);
 
 /* Routes the request to its handler (404/405 JSON when none matches). */

@@ -38,9 +38,12 @@ static const struct route routes[] = {
 	{"GET", "/containers/*/download-zip", h_container_download_zip, "files.download_zip", p_path},
 	{"GET", "/containers/*/archive", h_container_archive_get, "files.archive_get", p_path},
 	{"PUT", "/containers/*/archive", h_container_archive_put, "files.archive_put", p_path},
+	{"GET", "/definitions", h_definitions_list, "definitions.list", p_none},
+	{"GET", "/definitions/*", h_definition_get, "definitions.get", p_none},
 	{"GET", "/healthz", h_healthz, "healthz", p_none},
 	{"GET", "/version", h_version, "version", p_none},
 	{"GET", "/_auth", h_auth, "auth", p_none},
+	{"POST", "/_auth", h_auth, "auth", p_none}, /* auth_request of POST /start_container and the like */
 };
 
 /* Matches path against pattern; on success fills r->params. */

@@ -276,6 +276,9 @@ int reconcile_all(struct ctx *c, struct cm_error *err)
 		sqlite3_reset(s);
 	}
 	free(gone);
+	struct cm_error e3;
+	if (harpoon_reconcile(c, &e3) < 0)
+		cm_warn("start_container containers not reconciled: %s", e3.message);
 	return 0;
 }
 
@@ -303,6 +306,8 @@ static void handle_event(struct ev_state *es, const char *text, size_t len)
 	    strncmp(action, "exec_", 5) && strcmp(action, "top") && strcmp(action, "attach") &&
 	    strncmp(action, "archive-path", 12) && strncmp(action, "extract-to-dir", 14))
 		sync_one(es->c, cuid, action, id);
+	else if (type && !strcmp(type, "container"))
+		harpoon_event(es->c, cm_json_get_str(cm_json_get(actor, "Attributes"), "io.container-manager.harpoon"), action, id);
 	yajl_tree_free(v);
 }
 

@@ -16,6 +16,48 @@
 #define CAP_ADD_LIST "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "KILL", "NET_BIND_SERVICE"
 
 /* Re-serialises a parsed value (caller frees); NULL when v is missing. */
+/* "ExposedPorts" of a create body from [{container, protocol}, ...] (NULL: none). */
+void emit_exposed_ports(yajl_gen g, yajl_val ports)
+{
+	char buf[48];
+	cm_jg_str(g, "ExposedPorts");
+	yajl_gen_map_open(g);
+	for (size_t i = 0; YAJL_IS_ARRAY(ports) && i < ports->u.array.len; i++) {
+		long long cont = 0;
+		const char *proto = cm_json_get_str(ports->u.array.values[i], "protocol");
+		cm_json_get_int(ports->u.array.values[i], "container", &cont);
+		snprintf(buf, sizeof buf, "%lld/%s", cont, proto ? proto : "tcp");
+		cm_jg_str(g, buf);
+		yajl_gen_map_open(g);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_map_close(g);
+}
+
+/* HostConfig keys every container gets: an init, no privileges, no new privileges, only the
+ * capabilities a normal service needs. */
+void emit_confinement(yajl_gen g)
+{
+	cm_jg_str(g, "Init");
+	cm_jg_bool(g, true);
+	cm_jg_str(g, "Privileged");
+	cm_jg_bool(g, false);
+	cm_jg_str(g, "SecurityOpt");
+	yajl_gen_array_open(g);
+	cm_jg_str(g, "no-new-privileges");
+	yajl_gen_array_close(g);
+	cm_jg_str(g, "CapDrop");
+	yajl_gen_array_open(g);
+	cm_jg_str(g, "ALL");
+	yajl_gen_array_close(g);
+	cm_jg_str(g, "CapAdd");
+	yajl_gen_array_open(g);
+	static const char *const caps[] = {CAP_ADD_LIST};
+	for (size_t i = 0; i < CM_ARRAY_LEN(caps); i++)
+		cm_jg_str(g, caps[i]);
+	yajl_gen_array_close(g);
+}
+
 static char *json_of(yajl_val v)
 {
 	if (!v)
@@ -257,17 +299,7 @@ static char *create_body(struct ctx *c, const char *cuid, const struct cm_spec *
 	snprintf(buf, sizeof buf, "%s/%s/docker-compose.yml", rn->containers_dir, cuid);
 	cm_jg_kv_str(g, "com.docker.compose.project.config_files", buf);
 	yajl_gen_map_close(g);
-	cm_jg_str(g, "ExposedPorts");
-	yajl_gen_map_open(g);
-	for (size_t i = 0; ports && i < ports->u.array.len; i++) {
-		long long cont = 0;
-		cm_json_get_int(ports->u.array.values[i], "container", &cont);
-		snprintf(buf, sizeof buf, "%lld/%s", cont, cm_json_get_str(ports->u.array.values[i], "protocol"));
-		cm_jg_str(g, buf);
-		yajl_gen_map_open(g);
-		yajl_gen_map_close(g);
-	}
-	yajl_gen_map_close(g);
+	emit_exposed_ports(g, ports);
 	cm_jg_str(g, "HostConfig");
 	yajl_gen_map_open(g);
 	cm_jg_str(g, "Binds");
@@ -275,24 +307,7 @@ static char *create_body(struct ctx *c, const char *cuid, const struct cm_spec *
 	snprintf(buf, sizeof buf, "%s:/app", dir);
 	cm_jg_str(g, buf);
 	yajl_gen_array_close(g);
-	cm_jg_str(g, "Init");
-	cm_jg_bool(g, true);
-	cm_jg_str(g, "Privileged");
-	cm_jg_bool(g, false);
-	cm_jg_str(g, "SecurityOpt");
-	yajl_gen_array_open(g);
-	cm_jg_str(g, "no-new-privileges");
-	yajl_gen_array_close(g);
-	cm_jg_str(g, "CapDrop");
-	yajl_gen_array_open(g);
-	cm_jg_str(g, "ALL");
-	yajl_gen_array_close(g);
-	cm_jg_str(g, "CapAdd");
-	yajl_gen_array_open(g);
-	static const char *const caps[] = {CAP_ADD_LIST};
-	for (size_t i = 0; i < CM_ARRAY_LEN(caps); i++)
-		cm_jg_str(g, caps[i]);
-	yajl_gen_array_close(g);
+	emit_confinement(g);
 	cm_jg_kv_int(g, "Memory", s->memory);
 	cm_jg_kv_int(g, "MemorySwap", s->memory);
 	cm_jg_kv_int(g, "PidsLimit", s->pids);
@@ -943,6 +958,8 @@ int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, c
 	*result = NULL;
 	if (!cuid)
 		return cm_err_internal(err, "job without a container");
+	if (!strncmp(kind, "h.", 2))
+		return harpoon_job(c, kind, cuid, args, result, err);
 	if (!strcmp(kind, "create"))
 		return job_create(c, cuid, result, err);
 	/* the row may have gone (deleted by an earlier job) while this one was queued */

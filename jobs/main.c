@@ -152,6 +152,7 @@ static void *executor(void *arg)
 		struct cm_error jerr = {0};
 		char *result = NULL;
 		yajl_val av = cm_json_parse(args, strlen(args), &jerr);
+		c.job_id = id;
 		int rc = av ? exec_job(&c, kind, cuid, av, &result, &jerr) : -1;
 		if (av)
 			yajl_tree_free(av);

@@ -32,6 +32,7 @@ struct ctx {
 	struct runner *rn;
 	struct cm_db db;
 	struct cm_docker docker;
+	int64_t job_id; /* the job being run (executors) */
 };
 
 int ctx_open(struct ctx *c, struct runner *rn, struct cm_error *err);
@@ -51,6 +52,15 @@ void *events_thread(void *arg);
 void *monitor_thread(void *arg);
 int reconcile_all(struct ctx *c, struct cm_error *err);
 void detect_compose(struct runner *rn);
+
+/* exec.c: HostConfig confinement shared by every container the runner creates */
+void emit_confinement(yajl_gen g);
+void emit_exposed_ports(yajl_gen g, yajl_val ports);
+
+/* harpoon.c: start_container's jobs (kinds "h.*", key "h:NAME") */
+int harpoon_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);
+int harpoon_reconcile(struct ctx *c, struct cm_error *err);
+void harpoon_event(struct ctx *c, const char *image, const char *action, const char *id);
 
 /* auditd.c */
 void *audit_thread(void *arg);

@@ -32,12 +32,16 @@ struct cm_config {
 	long ws_max_frame;           /* largest client WebSocket message (bytes) */
 	long ws_max_sessions;        /* open terminal/log sessions at once */
 	long ws_ping_interval;       /* seconds of silence before a ping; hang up after twice that */
+	char images_file[PATH_MAX]; /* image definitions (YAML/JSON), "" = none */
 	bool auth_off;            /* only honoured when every listener is loopback */
+	bool https_listen_default; /* CM_HTTPS_LISTEN was not set anywhere */
 };
 
 /* Loads defaults, then env_file (may be NULL or missing), then the environment.
  * Returns -1 and fills err on a malformed value. */
 int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *err);
+/* The TLS listener when CM_HTTPS_LISTEN is not set (default 0.0.0.0:8443). */
+void cm_config_https_default(const char *listen_spec);
 /* Writes data_dir + "/" + rel into out. Returns -1 when it does not fit. */
 int cm_config_path(const struct cm_config *c, char *out, size_t outsz, const char *rel);
 /* Parses "uid:gid" (gid optional = uid). */

@@ -13,7 +13,7 @@ static const char *const known_keys[] = {
 	"BOOT_COMMAND", "PUBLISH_ADDRESS", "DOCKER_HOST", "DEFAULT_MEMORY", "DEFAULT_PIDS",
 	"DEFAULT_CPUS", "MAX_BODY_BYTES", "WORKERS_MIN", "WORKERS_MAX", "RUNNER_THREADS",
 	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_ENTRIES", "UPLOAD_MAX_RATIO",
-	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL",
+	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL", "CM_IMAGES",
 };
 
 struct kv {
@@ -112,6 +112,13 @@ int cm_parse_uid(const char *s, unsigned *uid, unsigned *gid)
 	return 0;
 }
 
+static char https_default[128] = "0.0.0.0:8443";
+
+void cm_config_https_default(const char *listen_spec)
+{
+	snprintf(https_default, sizeof https_default, "%s", listen_spec);
+}
+
 int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *err)
 {
 	struct kv kvs[CM_ARRAY_LEN(known_keys)];
@@ -184,10 +191,13 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 			h = (h ^ (unsigned char)*p) * 16777619u;
 		snprintf(c->run_dir, sizeof c->run_dir, "/run/container-manager/%08x", h);
 	}
-	if (set_str(c->http_listen, sizeof c->http_listen, GET("CM_HTTP_LISTEN", "127.0.0.1:8080"), "CM_HTTP_LISTEN", err) < 0)
+	if (set_str(c->images_file, sizeof c->images_file, GET("CM_IMAGES", ""), "CM_IMAGES", err) < 0)
 		return -1;
-	if (set_str(c->https_listen, sizeof c->https_listen, GET("CM_HTTPS_LISTEN", "0.0.0.0:8443"), "CM_HTTPS_LISTEN", err) < 0)
+	if (set_str(c->http_listen, sizeof c->http_listen, GET("CM_HTTP_LISTEN", "127.0.0.1:4545"), "CM_HTTP_LISTEN", err) < 0)
 		return -1;
+	if (set_str(c->https_listen, sizeof c->https_listen, GET("CM_HTTPS_LISTEN", https_default), "CM_HTTPS_LISTEN", err) < 0)
+		return -1;
+	c->https_listen_default = !find_kv(kvs, "CM_HTTPS_LISTEN")->set || !find_kv(kvs, "CM_HTTPS_LISTEN")->val[0];
 	if (set_str(c->default_uid, sizeof c->default_uid, GET("DEFAULT_USER_UID", "1000:1000"), "DEFAULT_USER_UID", err) < 0)
 		return -1;
 	if (set_str(c->boot_command, sizeof c->boot_command, GET("BOOT_COMMAND", "python /app/boot.py"), "BOOT_COMMAND", err) < 0)

@@ -124,7 +124,7 @@ static bool db_ok;
 static struct session *sessions;
 static long nsessions;
 static uint64_t next_sid = 1;
-static volatile sig_atomic_t stopping;
+static volatile sig_atomic_t stopping, shutdown_asked;
 static char state_dir[PATH_MAX];
 
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -662,7 +662,7 @@ static void handle_message(struct session *s, const char *msg, size_t len)
 
 /* ------------------------------------------------------------------ request checks */
 
-static void header(struct lws *wsi, const char *name, char *out, size_t outsz)
+void ws_header(struct lws *wsi, const char *name, char *out, size_t outsz)
 {
 	out[0] = '\0';
 	int n = lws_hdr_custom_copy(wsi, out, (int)outsz, name, (int)strlen(name));
@@ -840,14 +840,14 @@ static struct session *session_from_request(struct lws *wsi, const char *uri, bo
 	s->cols = 80;
 	s->rows = 24;
 	s->tty = true;
-	header(wsi, "x-cm-user:", s->user, sizeof s->user);
-	header(wsi, "x-request-id:", s->request_id, sizeof s->request_id);
-	header(wsi, "x-cm-remote-addr:", s->remote, sizeof s->remote);
+	ws_header(wsi, "x-cm-user:", s->user, sizeof s->user);
+	ws_header(wsi, "x-request-id:", s->request_id, sizeof s->request_id);
+	ws_header(wsi, "x-cm-remote-addr:", s->remote, sizeof s->remote);
 	if (!s->request_id[0])
 		cm_uuid4(s->request_id);
 	snprintf(s->path, sizeof s->path, "%.150s", uri);
 	char qs[2048];
-	header(wsi, "x-cm-query:", qs, sizeof qs);
+	ws_header(wsi, "x-cm-query:", qs, sizeof qs);
 	/* nginx names the user once the application accepted the credentials; a request that
 	 * reached the socket some other way has none */
 	if (!s->user[0]) {
@@ -944,7 +944,11 @@ static const char *reason_phrase(int status)
 	switch (status) {
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
+	case 204: return "No Content";
+	case 200: return "OK";
 	case 404: return "Not Found";
+	case 408: return "Request Timeout";
+	case 413: return "Payload Too Large";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
 	case 422: return "Unprocessable Entity";
@@ -957,27 +961,23 @@ static const char *reason_phrase(int status)
 	}
 }
 
-/* Writes an HTTP error answer (JSON body). Returns 0, or -1 when even that failed. */
-static int http_error(struct lws *wsi, const struct cm_error *err, const char *request_id, const char *cuid)
+/* Writes a whole HTTP answer: status line, Content-Length (none for 204), type, request id.
+ * Returns 0, or -1 when it could not be written. */
+int ws_http_reply(struct lws *wsi, int status, const char *ctype, const char *body, size_t blen, const char *request_id)
 {
-	char *body = cm_error_json(err, request_id, cuid, 0);
-	size_t blen = body ? strlen(body) : 2;
 	unsigned char *buf = malloc(LWS_PRE + 1024 + blen + 1);
-	if (!buf) {
-		free(body);
+	if (!buf)
 		return -1;
-	}
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = start + 1024;
-	int status = err->status >= 400 && err->status <= 599 ? err->status : 500;
 	int rc = -1;
 	/* the status line by hand: lws has no reason phrase for 422, 426 and some others */
 	char sl[96];
 	int sln = snprintf(sl, sizeof sl, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
 	memcpy(p, sl, (size_t)sln);
 	p += sln;
-	if (!lws_add_http_header_content_length(wsi, blen, &p, end) &&
-	    !lws_add_http_header_by_name(wsi, (const unsigned char *)"content-type:", (const unsigned char *)"application/json",
-					 16, &p, end) &&
+	if ((status == 204 || !lws_add_http_header_content_length(wsi, blen, &p, end)) &&
+	    (!ctype || !lws_add_http_header_by_name(wsi, (const unsigned char *)"content-type:", (const unsigned char *)ctype,
+						    (int)strlen(ctype), &p, end)) &&
 	    !lws_add_http_header_by_name(wsi, (const unsigned char *)"x-request-id:", (const unsigned char *)request_id,
 					 (int)strlen(request_id), &p, end) &&
 	    (status != 426 || !lws_add_http_header_by_name(wsi, (const unsigned char *)"upgrade:",
@@ -985,10 +985,20 @@ static int http_error(struct lws *wsi, const struct cm_error *err, const char *r
 	    (status != 426 || !lws_add_http_header_by_name(wsi, (const unsigned char *)"sec-websocket-version:",
 							   (const unsigned char *)"13", 2, &p, end)) &&
 	    !lws_finalize_write_http_header(wsi, start, &p, end)) {
-		memcpy(start, body ? body : "{}", blen);
+		if (blen)
+			memcpy(start, body, blen);
 		rc = lws_write(wsi, start, blen, LWS_WRITE_HTTP_FINAL) == (int)blen ? 0 : -1;
 	}
 	free(buf);
+	return rc;
+}
+
+/* Writes an HTTP error answer (JSON body). Returns 0, or -1 when even that failed. */
+static int http_error(struct lws *wsi, const struct cm_error *err, const char *request_id, const char *cuid)
+{
+	char *body = cm_error_json(err, request_id, cuid, 0);
+	int status = err->status >= 400 && err->status <= 599 ? err->status : 500;
+	int rc = ws_http_reply(wsi, status, "application/json", body ? body : "{}", body ? strlen(body) : 2, request_id);
 	free(body);
 	return rc;
 }
@@ -1302,15 +1312,19 @@ static void tick(lws_sorted_usec_list_t *sul)
 			lws_callback_on_writable(s->wsi);
 		}
 	}
+	if (shutdown_asked)
+		harpoon_shutting_down();
 	if (stopping)
 		lws_cancel_service(ctx);
-	lws_sul_schedule(ctx, 0, sul, tick, LWS_US_PER_SEC);
+	lws_sul_schedule(ctx, 0, sul, tick, shutdown_asked ? 20000 : LWS_US_PER_SEC);
 }
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stopping = 1;
+	if (sig == SIGUSR1)
+		shutdown_asked = 1;
+	else
+		stopping = 1;
 }
 
 static const struct lws_protocols protocols[] = {
@@ -1372,6 +1386,7 @@ int main(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	const char *lv = getenv("CM_LWS_LOG");
 	lws_set_log_level(lv ? atoi(lv) : LLL_ERR, NULL);
@@ -1417,6 +1432,12 @@ int main(int argc, char **argv)
 		lws_context_destroy(ctx);
 		return 1;
 	}
+	char hsock[PATH_MAX];
+	if (cm_pathf(hsock, sizeof hsock, "%s/harpoon.sock", cfg.run_dir) < 0 ||
+	    harpoon_setup(ctx, &cfg, &db, db_ok, hsock, gr->gr_gid) < 0) {
+		lws_context_destroy(ctx);
+		return 1;
+	}
 	memset(&vi, 0, sizeof vi);
 	vi.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	vi.protocols = docker_protocols;
@@ -1439,6 +1460,11 @@ int main(int argc, char **argv)
 	while (!stopping)
 		if (lws_service(ctx, 0) < 0)
 			break;
+	/* held start_container calls get their 503 before the loop ends (a second at most) */
+	harpoon_shutting_down();
+	for (int64_t until = cm_monotonic_ms() + 1000; harpoon_pending() && cm_monotonic_ms() < until;)
+		if (lws_service(ctx, 0) < 0)
+			break;
 	/* end every session's process before leaving */
 	for (struct session *s = sessions; s; s = s->next)
 		if (s->kind == K_EXEC && s->proc.pid > 1 && !s->has_exit) {
@@ -1455,5 +1481,6 @@ int main(int argc, char **argv)
 	if (db_ok)
 		cm_db_close(&db);
 	unlink(sock);
+	unlink(hsock);
 	return 0;
 }

@@ -44,4 +44,21 @@ int proc_signal(const struct proc_id *id, bool tty, int sig);
 /* SIGKILLs every process of the exec's session (same pid namespace); returns how many. */
 int proc_kill_session(const struct proc_id *id);
 
+/* ---- HTTP helpers shared with the start_container endpoints (main.c) ---- */
+struct lws;
+struct lws_context;
+struct cm_config;
+struct cm_db;
+int ws_http_reply(struct lws *wsi, int status, const char *ctype, const char *body, size_t blen, const char *request_id);
+void ws_header(struct lws *wsi, const char *name, char *out, size_t outsz);
+
+/* ---- start_container / stop_container / unlock_container / shutdown (harpoon.c) ---- */
+/* Listens on sock (group gid may connect). Returns -1 when it cannot. */
+int harpoon_setup(struct lws_context *ctx, const struct cm_config *cfg, struct cm_db *db, bool db_ok, const char *sock,
+		  unsigned gid);
+/* The stack is stopping: waiters get 503 shutting_down, new calls too. */
+void harpoon_shutting_down(void);
+/* Requests still waiting for an answer (the loop keeps running until they are written). */
+int harpoon_pending(void);
+
 #endif
