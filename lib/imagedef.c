@@ -7,6 +7,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -302,25 +303,39 @@ static int norm_commands(struct norm *nm, yajl_val cmds, yajl_gen inl)
 		char where[48];
 		snprintf(where, sizeof where, "commands[%zu]", i);
 		yajl_val c = cmds->u.array.values[i];
-		const char *instr_text = NULL;
+		char kw[16]; /* the instruction's keyword, upper case */
 		if (YAJL_IS_STRING(c)) {
 			const char *s = YAJL_GET_STRING(c);
 			while (*s == ' ' || *s == '\t')
 				s++;
 			if (!*s || !one_line(s))
 				return bad(nm, where, "an instruction is one non-empty line", NULL);
-			cm_buf_printf(&nm->dockerfile, "%s\n", s);
-			instr_text = s;
+			size_t kl = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+			const char *rest = s + kl;
+			size_t gap = strspn(rest, " \t");
+			if (kl == 0 || kl >= sizeof kw || gap == 0 || !rest[gap])
+				return bad(nm, where, "\"%.64s\" is not INSTRUCTION ARGUMENTS", s);
+			for (size_t k = 0; k < kl; k++)
+				kw[k] = (char)toupper((unsigned char)s[k]);
+			kw[kl] = '\0';
+			cm_buf_printf(&nm->dockerfile, "%s %s\n", kw, rest + gap);
 		} else if (YAJL_IS_ARRAY(c) && c->u.array.len == 2 && YAJL_IS_STRING(c->u.array.values[0])) {
 			const char *instr = YAJL_GET_STRING(c->u.array.values[0]);
 			yajl_val arg = c->u.array.values[1];
 			bool file_instr = !strcasecmp(instr, "ADD") || !strcasecmp(instr, "COPY");
-			if (!*instr || strspn(instr, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") != strlen(instr))
+			size_t kl = strlen(instr);
+			if (!kl || kl >= sizeof kw || strspn(instr, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") != kl)
 				return bad(nm, where, "\"%.32s\" is not an instruction", instr);
+			for (size_t k = 0; k <= kl; k++)
+				kw[k] = (char)toupper((unsigned char)instr[k]);
 			if (YAJL_IS_STRING(arg)) {
-				if (!one_line(YAJL_GET_STRING(arg)))
+				const char *a = YAJL_GET_STRING(arg);
+				if (!one_line(a))
 					return bad(nm, where, "an instruction is one line", NULL);
-				cm_buf_printf(&nm->dockerfile, "%s %s\n", instr, YAJL_GET_STRING(arg));
+				a += strspn(a, " \t");
+				if (!*a)
+					return bad(nm, where, "[%.32s, ...] needs a non-empty argument", instr);
+				cm_buf_printf(&nm->dockerfile, "%s %s\n", kw, a);
 			} else if (file_instr && YAJL_IS_OBJECT(arg)) {
 				if (file_item(nm, where, !strcasecmp(instr, "ADD") ? "ADD" : "COPY", arg, inl) < 0)
 					return -1;
@@ -331,13 +346,12 @@ static int norm_commands(struct norm *nm, yajl_val cmds, yajl_gen inl)
 			} else {
 				return bad(nm, where, "[%.32s, ...] takes a string (or, for ADD/COPY, {dest, content|get})", instr);
 			}
-			instr_text = instr;
 		} else {
 			return bad(nm, where, "an instruction is a string or a pair [INSTRUCTION, argument]", NULL);
 		}
-		if (!strncasecmp(instr_text, "FROM", 4) && (instr_text[4] == ' ' || instr_text[4] == '\t' || !instr_text[4]))
+		if (!strcmp(kw, "FROM"))
 			from_seen = true;
-		else if (!from_seen && strncasecmp(instr_text, "ARG", 3) != 0)
+		else if (!from_seen && strcmp(kw, "ARG"))
 			return bad(nm, where, "the first instruction must be FROM (or ARG before it)", NULL);
 	}
 	if (!from_seen)

@@ -206,7 +206,20 @@ int main(void)
 	   "YAML 1.1 'no' is false (%s)", err.message);
 	cm_imagedefs_free(defs, n);
 
+	/* instruction keywords are normalized to upper case */
+	ok(parse("images:\n  l:\n    context: false\n    commands: [\"from x\", [env, \"A=1\"], \"cmd  [\\\"sh\\\"]\"]\n", &defs, &n, &err) == 0 && n == 1,
+	   "lower-case instructions accepted (%s)", err.message);
+	if (n == 1) {
+		yajl_val v = def_json(&defs[0]);
+		is_str(cm_json_get_str(v, "dockerfile"), "FROM x\nENV A=1\nCMD [\"sh\"]\n", "keywords upper-cased, one space");
+		yajl_tree_free(v);
+	}
+	cm_imagedefs_free(defs, n);
+
 	/* refusals, each naming the place */
+	refuse("images: {a: {context: no, commands: [FROM ,ue]}}\n", "not INSTRUCTION ARGUMENTS", "FROM without an image");
+	refuse("images: {a: {context: no, commands: [[FROM, \" \"]]}}\n", "non-empty argument", "[FROM, \" \"]");
+	refuse("images: {a: {context: no, commands: [\"ARGX y\", \"FROM x\"]}}\n", "first instruction", "ARGX is not ARG");
 	refuse("images:\n  a:\n    context: false\n    commands: [\"RUN x\"]\n", "images.a.commands",
 	       "a first instruction other than FROM");
 	refuse("images:\n  a:\n    context: false\n    commands: []\n", "images.a.commands", "empty commands");
