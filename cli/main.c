@@ -335,7 +335,7 @@ static int bind_listener(const char *host, int *port)
 		fprintf(stderr, "container-manager: cannot resolve %s: %s\n", host, gai_strerror(gr));
 		return -1;
 	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0); /* nginx keeps it as is */
 	int one = 1;
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
 	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 511) < 0) {
@@ -414,7 +414,7 @@ static int load_definitions(struct cm_db *db, const struct cm_config *cfg)
 	size_t n = 0;
 	struct cm_error err = {0};
 	if (cfg->images_file[0] && cm_imagedefs_load(cfg->images_file, &defs, &n, &err) < 0) {
-		fprintf(stderr, "container-manager: image definitions %s: %s\n", cfg->images_file, err.message);
+		fprintf(stderr, "container-manager: image definitions %s\n", err.message); /* it starts with the path */
 		return -1;
 	}
 	int rc = cm_db_begin(db, &err);

@@ -550,7 +550,7 @@ int cm_imagedefs_parse(const char *text, size_t len, const char *base_dir, struc
 	if (i < len && text[i] == '{') {
 		root = cm_json_parse(text, len, err);
 		if (!root)
-			cm_err_prefix(err, "definitions (JSON): ");
+			cm_err_prefix(err, "definitions (JSON)");
 	} else {
 		json = cm_yaml_to_json(text, len, err);
 		root = json ? cm_json_parse(json, strlen(json), err) : NULL;
@@ -602,7 +602,7 @@ int cm_imagedefs_load(const char *path, struct cm_imagedef **defs, size_t *n, st
 	int rc = cm_imagedefs_parse(text, len, dir, defs, n, err);
 	free(text);
 	if (rc < 0)
-		cm_err_prefix(err, "%s: ", path);
+		cm_err_prefix(err, "%s", path);
 	return rc;
 }
 
