@@ -40,6 +40,8 @@ struct cm_req {
 	char cuid[40];
 	char action[48];
 	int64_t job_id;
+	bool async;        /* Prefer: respond-async or ?async=true: answer 202 with the job */
+	bool async_asked;  /* ?async=true was given (refused where there is no job) */
 	bool responded;
 };
 
@@ -97,6 +99,39 @@ void h_container_ports(struct cm_req *r);
 void h_container_status(struct cm_req *r);
 void h_healthz(struct cm_req *r);
 void h_version(struct cm_req *r);
+/* containers.c: signed, stateless pagination cursors (keyset on a never-reused sequence) */
+struct cm_cursor {
+	int64_t seq;
+	int64_t expires; /* unix seconds */
+	uint32_t filter; /* cm_filter_hash of the listing's filters */
+};
+uint32_t cm_filter_hash(const char *a, const char *b);
+void cm_cursor_encode(struct cm_app *app, const struct cm_cursor *c, char out[64]);
+/* 400 INVALID_CURSOR when malformed or forged, 410 CURSOR_EXPIRED when old */
+int cm_cursor_decode(struct cm_app *app, const char *tok, struct cm_cursor *c, struct cm_error *err);
+
+/* "running,paused" (each one of known) into a canonical JSON array in known's order; 400 on an
+ * unknown or empty filter. */
+int cm_status_filter(const char *s, const char *const *known, size_t nknown, char *out, size_t outsz,
+		     struct cm_error *err);
+/* A cursor= token for a listing with these filters (none: start at the newest); answers 400/410
+ * itself and returns -1. */
+int cm_page_cursor(struct cm_req *r, const char *token, uint32_t filter, struct cm_cursor *c);
+/* Steps st (bound with LIMIT limit+1, keyset column seq_col descending) and answers
+ * {KEY: [...], "next_cursor": TOKEN|null}. */
+void cm_respond_page(struct cm_req *r, sqlite3_stmt *st, const char *key, long limit, int seq_col, uint32_t filter,
+		     void (*emit)(yajl_gen, sqlite3_stmt *));
+
+/* jobs.c */
+/* 202 with {job_id, status_url, status} and Location: the job runs in the background. */
+void cm_respond_job_accepted(struct cm_req *r, int64_t id);
+/* ?async=true on a route that runs no job: answers 400 ASYNC_NOT_SUPPORTED and returns true.
+ * (Prefer: respond-async is a preference, so it is simply not applied there.) */
+bool cm_refuse_async(struct cm_req *r, const char *why);
+void h_job_get(struct cm_req *r);
+void h_jobs_list(struct cm_req *r);
+void h_job_delete(struct cm_req *r);
+
 /* definitions.c */
 void h_definitions_list(struct cm_req *r);
 void h_definition_get(struct cm_req *r);

@@ -193,7 +193,7 @@ static int push_body(const char *data, size_t len, void *ud)
 void h_container_archive_put(struct cm_req *r)
 {
 	const char *cuid = cm_path_cuid(r);
-	if (!cuid)
+	if (!cuid || cm_refuse_async(r, "the archive streams to Docker while its body arrives"))
 		return;
 	struct cm_error err = {0};
 	char path[8400];

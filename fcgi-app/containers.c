@@ -32,7 +32,9 @@ const char *cm_path_cuid(struct cm_req *r)
 typedef int (*pre_insert_fn)(struct cm_db *db, void *ctx, struct cm_error *err);
 
 /* Queues a job (plus whatever pre does in the same transaction), waits for it and
- * returns 1 with *result on success; on failure answers the error itself and returns -1. */
+ * returns 1 with *result on success; on failure answers the error itself and returns -1.
+ * Returns 0 when it answered 202 with the job: asked to run in the background, or the job
+ * outlived JOB_TIMEOUT. */
 static int run_job(struct cm_req *r, const char *kind, const char *cuid, const char *args, long extra_wait,
 		   pre_insert_fn pre, void *ctx, char **result)
 {
@@ -52,8 +54,19 @@ static int run_job(struct cm_req *r, const char *kind, const char *cuid, const c
 	if (cm_db_commit(&app->db, &err) < 0)
 		goto fail;
 	r->job_id = id;
-	if (cm_job_wait(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, &err) < 0)
+	if (r->async) {
+		cm_job_poke(app->runner_sock, id);
+		cm_respond_job_accepted(r, id);
+		return 0;
+	}
+	if (cm_job_wait(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, &err) < 0) {
+		/* it outlived the wait: it carries on in the background, and the answer says where */
+		if (err.status == 408 && !strcmp(err.code, "JOB_TIMEOUT")) {
+			cm_respond_job_accepted(r, id);
+			return 0;
+		}
 		goto fail;
+	}
 	struct cm_error job_err = {0};
 	int ok = cm_job_outcome(&app->db, id, result, &job_err, &err);
 	if (ok < 0)
@@ -189,13 +202,7 @@ void h_containers_create(struct cm_req *r)
 
 /* ---- listing and cursors ---- */
 
-struct cursor {
-	int64_t seq;
-	int64_t expires; /* unix seconds */
-	uint32_t filter;
-};
-
-static uint32_t fnv1a(const char *a, const char *b)
+uint32_t cm_filter_hash(const char *a, const char *b)
 {
 	uint32_t h = 2166136261u;
 	for (const char *p = a ? a : ""; *p; p++)
@@ -222,7 +229,7 @@ static uint64_t get64(const unsigned char *p)
 
 /* Cursor token: base64url(seq | expires | filter hash | HMAC-SHA256[0..16)). Stateless, so a
  * cursor from one worker works on every other; the key lives in SQLite (settings). */
-static void cursor_encode(struct cm_app *app, const struct cursor *c, char out[64])
+void cm_cursor_encode(struct cm_app *app, const struct cm_cursor *c, char out[64])
 {
 	unsigned char raw[36];
 	put64(raw, (uint64_t)c->seq);
@@ -237,7 +244,7 @@ static void cursor_encode(struct cm_app *app, const struct cursor *c, char out[6
 	cm_b64url_encode(out, raw, sizeof raw);
 }
 
-static int cursor_decode(struct cm_app *app, const char *tok, struct cursor *c, struct cm_error *err)
+int cm_cursor_decode(struct cm_app *app, const char *tok, struct cm_cursor *c, struct cm_error *err)
 {
 	unsigned char raw[40];
 	if (strlen(tok) != 48 || cm_b64url_decode(raw, sizeof raw, tok) != 36)
@@ -254,36 +261,110 @@ static int cursor_decode(struct cm_app *app, const char *tok, struct cursor *c, 
 	return 0;
 }
 
-/* Turns "running,paused" into a canonical JSON array (known order, no duplicates). */
-static int status_filter(const char *s, char *out, size_t outsz, struct cm_error *err)
+int cm_status_filter(const char *s, const char *const *known, size_t nknown, char *out, size_t outsz,
+		     struct cm_error *err)
 {
-	bool want[CM_ARRAY_LEN(known_status)] = {false};
-	char tmp[256];
+	bool want[16] = {false};
+	char tmp[256], names[200] = "";
+	if (nknown > CM_ARRAY_LEN(want))
+		return cm_err_internal(err, "too many statuses");
+	for (size_t i = 0, o = 0; i < nknown && o < sizeof names; i++)
+		o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", i ? ", " : "", known[i]);
 	if (strlen(s) >= sizeof tmp)
 		return cm_err_validation(err, "INVALID_VALUE", "status", "status filter is too long");
 	snprintf(tmp, sizeof tmp, "%s", s);
 	char *save = NULL;
 	int count = 0;
-	for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		bool known = false;
-		for (size_t i = 0; i < CM_ARRAY_LEN(known_status); i++)
-			if (!strcmp(t, known_status[i]))
-				known = want[i] = true;
-		if (!known)
-			return cm_err_validation(err, "INVALID_VALUE", "status",
-						 "unknown status '%.32s' (one of creating, created, running, paused, restarting, exited, dead, removing)",
-						 cm_valid_utf8(t, strlen(t)) ? t : "?");
-		count++;
+	for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save), count++) {
+		bool found = false;
+		for (size_t i = 0; i < nknown; i++)
+			if (!strcmp(t, known[i]))
+				found = want[i] = true;
+		if (!found)
+			return cm_err_validation(err, "INVALID_VALUE", "status", "unknown status '%.32s' (one of %s)",
+						 cm_valid_utf8(t, strlen(t)) ? t : "?", names);
 	}
 	if (!count)
 		return cm_err_validation(err, "INVALID_VALUE", "status", "status filter is empty");
 	size_t o = (size_t)snprintf(out, outsz, "[");
 	int n = 0;
-	for (size_t i = 0; i < CM_ARRAY_LEN(known_status); i++)
+	for (size_t i = 0; i < nknown && o < outsz; i++)
 		if (want[i])
-			o += (size_t)snprintf(out + o, outsz - o, "%s\"%s\"", n++ ? "," : "", known_status[i]);
-	snprintf(out + o, outsz - o, "]");
+			o += (size_t)snprintf(out + o, outsz - o, "%s\"%s\"", n++ ? "," : "", known[i]);
+	if (o < outsz)
+		snprintf(out + o, outsz - o, "]");
 	return 0;
+}
+
+int cm_page_cursor(struct cm_req *r, const char *token, uint32_t filter, struct cm_cursor *c)
+{
+	struct cm_error err = {0};
+	c->seq = INT64_MAX;
+	if (!token)
+		return 0;
+	if (cm_cursor_decode(r->app, token, c, &err) < 0) {
+		cm_respond_error(r, &err, NULL);
+		return -1;
+	}
+	if (c->filter != filter) {
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_CURSOR", "cursor", "cursor was issued for other filters");
+		return -1;
+	}
+	return 0;
+}
+
+void cm_respond_page(struct cm_req *r, sqlite3_stmt *st, const char *key, long limit, int seq_col, uint32_t filter,
+		     void (*emit)(yajl_gen, sqlite3_stmt *))
+{
+	struct cm_app *app = r->app;
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_str(g, key);
+	yajl_gen_array_open(g);
+	long n = 0;
+	int64_t last_seq = 0;
+	bool more = false;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == limit) {
+			more = true;
+			break;
+		}
+		emit(g, st);
+		last_seq = sqlite3_column_int64(st, seq_col);
+		n++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		struct cm_error err = {0};
+		yajl_gen_free(g);
+		cm_db_fail(&app->db, &err, "list");
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	yajl_gen_array_close(g);
+	cm_jg_str(g, "next_cursor");
+	if (more) {
+		struct cm_cursor next = {last_seq, cm_now_ms() / 1000 + app->cfg.cursor_ttl, filter};
+		char tok[64];
+		cm_cursor_encode(app, &next, tok);
+		cm_jg_str(g, tok);
+	} else {
+		cm_jg_null(g);
+	}
+	yajl_gen_map_close(g);
+	char *body = cm_jg_finish(g);
+	if (!body) {
+		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
+		return;
+	}
+	cm_respond_json(r, 200, NULL, body);
+	free(body);
+}
+
+static void emit_container_row(yajl_gen g, sqlite3_stmt *st)
+{
+	cm_store_emit_container(g, st);
 }
 
 void h_containers_list(struct cm_req *r)
@@ -317,7 +398,7 @@ void h_containers_list(struct cm_req *r)
 		}
 	}
 	char statuses[512] = "";
-	if (status && status_filter(status, statuses, sizeof statuses, &err) < 0) {
+	if (status && cm_status_filter(status, known_status, CM_ARRAY_LEN(known_status), statuses, sizeof statuses, &err) < 0) {
 		cm_respond_error(r, &err, NULL);
 		return;
 	}
@@ -325,19 +406,10 @@ void h_containers_list(struct cm_req *r)
 		cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "tag", "tag must be one tag: 1-64 letters, digits or _.:/- starting with a letter or digit");
 		return;
 	}
-	uint32_t filter = fnv1a(status ? statuses : NULL, tag); /* canonical: sorted, no duplicates */
-	struct cursor c = {.seq = INT64_MAX};
-	if (cur) {
-		if (cursor_decode(app, cur, &c, &err) < 0) {
-			cm_respond_error(r, &err, NULL);
-			return;
-		}
-		if (c.filter != filter) {
-			cm_respond_errorf(r, 400, "validation_error", "INVALID_CURSOR", "cursor",
-					  "cursor was issued for other filters");
-			return;
-		}
-	}
+	uint32_t filter = cm_filter_hash(status ? statuses : NULL, tag); /* canonical: sorted, no duplicates */
+	struct cm_cursor c;
+	if (cm_page_cursor(r, cur, filter, &c) < 0)
+		return;
 	const char *sql = status ? (tag ? q_both : q_status) : (tag ? q_tag : q_all);
 	sqlite3_stmt *st = cm_db_stmt(&app->db, sql, &err);
 	if (!st) {
@@ -350,44 +422,7 @@ void h_containers_list(struct cm_req *r)
 	sqlite3_bind_int64(st, 3, limit + 1);
 	if (tag)
 		sqlite3_bind_text(st, 4, tag, -1, SQLITE_STATIC);
-	yajl_gen g = cm_jg_new();
-	yajl_gen_map_open(g);
-	cm_jg_str(g, "containers");
-	yajl_gen_array_open(g);
-	long n = 0;
-	int64_t last_seq = 0;
-	bool more = false;
-	int rc;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == limit) {
-			more = true;
-			break;
-		}
-		cm_store_emit_container(g, st);
-		last_seq = sqlite3_column_int64(st, CC_SEQ);
-		n++;
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		yajl_gen_free(g);
-		cm_db_fail(&app->db, &err, "list containers");
-		cm_respond_error(r, &err, NULL);
-		return;
-	}
-	yajl_gen_array_close(g);
-	cm_jg_str(g, "next_cursor");
-	if (more) {
-		struct cursor next = {last_seq, cm_now_ms() / 1000 + app->cfg.cursor_ttl, filter};
-		char tok[64];
-		cursor_encode(app, &next, tok);
-		cm_jg_str(g, tok);
-	} else {
-		cm_jg_null(g);
-	}
-	yajl_gen_map_close(g);
-	char *body = cm_jg_finish(g);
-	cm_respond_json(r, 200, NULL, body ? body : "{}");
-	free(body);
+	cm_respond_page(r, st, "containers", limit, CC_SEQ, filter, emit_container_row);
 }
 
 void h_container_get(struct cm_req *r)

@@ -417,7 +417,7 @@ static bool query_bool(struct cm_req *r, const char *key, bool *out)
 void h_container_upload(struct cm_req *r)
 {
 	const char *cuid = cm_path_cuid(r);
-	if (!cuid || !cm_container_exists(r, cuid)) {
+	if (!cuid || cm_refuse_async(r, "an upload is unpacked while its body streams in") || !cm_container_exists(r, cuid)) {
 		drain(r);
 		return;
 	}

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 struct route {
 	const char *method;
@@ -19,6 +20,8 @@ static const char *const p_delete[] = {"keep_files", NULL};
 static const char *const p_stop[] = {"timeout", NULL};
 static const char *const p_path[] = {"path", NULL};
 static const char *const p_upload[] = {"path", "replace", NULL};
+static const char *const p_jobs[] = {"status", "cuid", "kind", "limit", "cursor", NULL};
+static const char *const p_wait[] = {"wait", NULL};
 
 static const struct route routes[] = {
 	{"POST", "/containers", h_containers_create, "container.create", p_none},
@@ -38,6 +41,9 @@ static const struct route routes[] = {
 	{"GET", "/containers/*/download-zip", h_container_download_zip, "files.download_zip", p_path},
 	{"GET", "/containers/*/archive", h_container_archive_get, "files.archive_get", p_path},
 	{"PUT", "/containers/*/archive", h_container_archive_put, "files.archive_put", p_path},
+	{"GET", "/jobs", h_jobs_list, "job.list", p_jobs},
+	{"GET", "/jobs/*", h_job_get, "job.get", p_wait},
+	{"DELETE", "/jobs/*", h_job_delete, "job.cancel", p_none},
 	{"GET", "/definitions", h_definitions_list, "definitions.list", p_none},
 	{"GET", "/definitions/*", h_definition_get, "definitions.get", p_none},
 	{"GET", "/healthz", h_healthz, "healthz", p_none},
@@ -77,6 +83,38 @@ static bool match(const char *pattern, const char *path, struct cm_req *r)
 	return !*p && !*s;
 }
 
+/* Prefer: respond-async (RFC 7240; a token of a comma-separated list) */
+static bool prefers_async(const char *prefer)
+{
+	for (const char *p = prefer; p && *p;) {
+		p += strspn(p, " \t,");
+		size_t n = strcspn(p, ",;");
+		const char *q = p + n;
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if (n == 13 && !strncasecmp(p, "respond-async", 13))
+			return true;
+		p = q + strcspn(q, ",");
+	}
+	return false;
+}
+
+static int parse_async(struct cm_req *r)
+{
+	const char *a = cm_req_query(r, "async");
+	if (a) {
+		if (!strcmp(a, "true") || !strcmp(a, "1")) {
+			r->async = r->async_asked = true;
+		} else if (strcmp(a, "false") && strcmp(a, "0")) {
+			cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "async", "async must be true or false");
+			return -1;
+		}
+		return 0;
+	}
+	r->async = prefers_async(cm_req_header(r, "HTTP_PREFER"));
+	return 0;
+}
+
 void cm_route(struct cm_req *r)
 {
 	const char *method = !strcmp(r->method, "HEAD") ? "GET" : r->method;
@@ -86,8 +124,19 @@ void cm_route(struct cm_req *r)
 			continue;
 		if (!strcmp(routes[i].method, method)) {
 			snprintf(r->action, sizeof r->action, "%s", routes[i].action);
-			if (cm_req_allow_params(r, routes[i].params) < 0)
+			if (strcmp(method, "GET")) {
+				/* any change may run in the background: ?async=true or Prefer: respond-async */
+				const char *list[16];
+				size_t n = 0;
+				for (const char *const *p = routes[i].params; *p && n < CM_ARRAY_LEN(list) - 2; p++)
+					list[n++] = *p;
+				list[n++] = "async";
+				list[n] = NULL;
+				if (cm_req_allow_params(r, list) < 0 || parse_async(r) < 0)
+					return;
+			} else if (cm_req_allow_params(r, routes[i].params) < 0) {
 				return;
+			}
 			routes[i].handler(r);
 			return;
 		}

@@ -571,7 +571,12 @@ static int job_create(struct ctx *c, const char *cuid, char **result, struct cm_
 		goto undo;
 	if (set_docker_id(c, cuid, id, "created", err) < 0 || refresh(c, cuid, err) < 0)
 		goto out;
-	*result = strdup("{}");
+	{
+		/* what GET /jobs/{id} shows for it: the container and where to find it */
+		struct cm_buf b = {0};
+		cm_buf_printf(&b, "{\"cuid\":\"%s\",\"docker_id\":\"%s\",\"url\":\"/containers/%s\"}", cuid, id, cuid);
+		*result = b.data ? b.data : strdup("{}");
+	}
 	rc = 0;
 	goto out;
 undo:

@@ -371,11 +371,19 @@ int main(int argc, char **argv)
 			}
 			*nl = '\0';
 			cl->job = strtoll(cl->buf, NULL, 10);
-			/* registered first, then checked: a job that ended before is answered now */
-			if (cl->job <= 0 || job_is_over(&main_ctx.db, cl->job))
+			/* registered first, then checked: a job that ended before is answered now, and
+			 * so is everyone else waiting for it (a job cancelled through the API ends
+			 * without this process running it) */
+			if (cl->job <= 0) {
 				reply(cl);
-			else
+			} else if (job_is_over(&main_ctx.db, cl->job)) {
+				int64_t id = cl->job;
+				for (int i = 0; i < MAX_CLIENTS; i++)
+					if (clients[i].fd >= 0 && clients[i].job == id)
+						reply(&clients[i]);
+			} else {
 				wake_executors();
+			}
 		}
 	}
 	cm_info("stopping");

@@ -134,12 +134,12 @@ static int runner_connect(const char *path, int64_t id)
 	return fd;
 }
 
-/* Cancels a job nobody has claimed. Returns 1 if cancelled, 0 if it was already claimed. */
-static int cancel_if_queued(struct cm_db *db, int64_t id, struct cm_error *err)
+int cm_job_cancel(struct cm_db *db, int64_t id, int status, const char *kind, const char *code, const char *message,
+		  struct cm_error *err)
 {
-	static const char *sql = "UPDATE jobs SET status = 'cancelled', finished_at = ?, err_status = 503, "
-				 "err_kind = 'compose_error', err_code = 'RUNNER_UNAVAILABLE', "
-				 "err_message = 'the job runner is not running' WHERE id = ? AND status = 'queued'";
+	static const char *sql = "UPDATE jobs SET status = 'cancelled', finished_at = ?1, err_status = ?3, "
+				 "err_kind = ?4, err_code = ?5, err_message = ?6 WHERE id = ?2 AND status = 'queued'";
+	/* a create that never ran leaves no row behind (its tags go with it) */
 	static const char *drop = "DELETE FROM containers WHERE status = 'creating' AND cuid = "
 				  "(SELECT cuid FROM jobs WHERE id = ? AND kind = 'create')";
 	if (cm_db_begin(db, err) < 0)
@@ -149,6 +149,10 @@ static int cancel_if_queued(struct cm_db *db, int64_t id, struct cm_error *err)
 		goto fail;
 	sqlite3_bind_int64(st, 1, cm_now_ms());
 	sqlite3_bind_int64(st, 2, id);
+	sqlite3_bind_int(st, 3, status);
+	sqlite3_bind_text(st, 4, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, code, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, message, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		cm_db_fail(db, err, "cancel job");
 		goto fail;
@@ -170,6 +174,12 @@ static int cancel_if_queued(struct cm_db *db, int64_t id, struct cm_error *err)
 fail:
 	cm_db_rollback(db);
 	return -1;
+}
+
+/* Cancels a job nobody has claimed. Returns 1 if cancelled, 0 if it was already claimed. */
+static int cancel_if_queued(struct cm_db *db, int64_t id, struct cm_error *err)
+{
+	return cm_job_cancel(db, id, 503, "compose_error", "RUNNER_UNAVAILABLE", "the job runner is not running", err);
 }
 
 static int job_ended(struct cm_db *db, int64_t id, struct cm_error *err)
@@ -255,6 +265,37 @@ int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long time
 	}
 	return cm_err_set(err, 408, "timeout", "JOB_TIMEOUT", NULL,
 			  "operation did not finish within %ld s; it continues as job %lld", timeout_s, (long long)id);
+}
+
+void cm_job_poke(const char *runner_sock, int64_t id)
+{
+	int fd = runner_connect(runner_sock, id);
+	if (fd >= 0)
+		close(fd);
+}
+
+int cm_job_await(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_ms, struct cm_error *err)
+{
+	int64_t deadline = cm_monotonic_ms() + timeout_ms;
+	for (;;) {
+		int e = job_ended(db, id, err);
+		if (e != 0)
+			return e;
+		int64_t left = deadline - cm_monotonic_ms();
+		if (left <= 0)
+			return 0;
+		int fd = runner_connect(runner_sock, id);
+		if (fd < 0) {
+			usleep(left > 200 ? 200 * 1000 : (useconds_t)left * 1000);
+			continue;
+		}
+		/* the runner writes a line when the job has ended; re-checked at least every second */
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int pr = poll(&p, 1, (int)(left > 1000 ? 1000 : left));
+		close(fd);
+		if (pr < 0 && errno != EINTR)
+			usleep(100 * 1000);
+	}
 }
 
 int cm_job_outcome(struct cm_db *db, int64_t id, char **result, struct cm_error *job_err, struct cm_error *err)

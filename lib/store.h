@@ -31,6 +31,15 @@ int64_t cm_job_insert(struct cm_db *db, const char *kind, const char *cuid, cons
 /* Wakes the runner and waits until job id has ended. Returns 0 when it ended, or -1 with err
  * (503 RUNNER_UNAVAILABLE when no runner took it; 408 when it did not end in time). */
 int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_s, struct cm_error *err);
+/* Cancels job id if it is still queued, recording the error it ends with; a queued create's
+ * row goes too. Returns 1 if cancelled, 0 if it was no longer queued, -1 with err. */
+int cm_job_cancel(struct cm_db *db, int64_t id, int status, const char *kind, const char *code, const char *message,
+		  struct cm_error *err);
+/* Waits up to timeout_ms for job id to end without changing anything (no cancel when the runner
+ * is away; no transaction held). Returns 1 ended, 0 not yet, -1 with err. */
+int cm_job_await(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_ms, struct cm_error *err);
+/* Makes the runner look at job id again and answer everyone waiting for it if it has ended. */
+void cm_job_poke(const char *runner_sock, int64_t id);
 /* Reads an ended job: returns 1 if it succeeded (result copied, caller frees), 0 if it failed
  * (job_err filled with the job's error), -1 on a database error (err). */
 int cm_job_outcome(struct cm_db *db, int64_t id, char **result, struct cm_error *job_err, struct cm_error *err);

@@ -1,6 +1,8 @@
-/* fuzz_spec.c: request JSON through the strict parser and every spec validator
- * (POST /containers, PATCH /containers/{cuid}, PATCH .../ports). */
+/* fuzz_spec.c: request JSON through the strict parser and every body validator
+ * (POST /containers, PATCH /containers/{cuid}, PATCH .../ports, and harpoon's
+ * start_container / stop_container bodies). */
 #include "config.h"
+#include "harpoonreq.h"
 #include "spec.h"
 
 #include <stdlib.h>
@@ -20,6 +22,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ready = 1;
 	}
 	struct cm_error err = {0};
+	/* harpoon's bodies: accepted ones carry a valid name and normalized ports */
+	for (int start = 0; start < 2; start++) {
+		struct cm_harpoon_body hb;
+		if (cm_harpoon_body((const char *)data, size, start, "127.0.0.1", &hb, &err) == 0) {
+			if (!cm_imagedef_valid_name(hb.image) || (start && (!hb.ports || hb.ports[0] != '[')) || hb.lock_timeout < 0)
+				abort();
+			free(hb.ports);
+		} else if (err.status != 400 || !err.message[0]) {
+			abort();
+		}
+	}
 	yajl_val v = cm_json_parse((const char *)data, size, &err);
 	if (!v)
 		return 0;

@@ -587,14 +587,16 @@ def _procs():
     return out
 
 
-def find_procs(needle):
+def find_procs(needle, root=None):
     """[(pid, ppid, starttime, cmdline)] of processes whose cmdline contains needle, restricted
-    to descendants of CM_SERVE_PID when it is known (another stack may run on this machine)."""
+    to descendants of root (default CM_SERVE_PID) when it is known (another stack may run on
+    this machine)."""
     procs = _procs()
     me = os.getpid()
     allowed = None
-    if SERVE_PID and SERVE_PID in procs:
-        allowed = {SERVE_PID}
+    root = root or SERVE_PID
+    if root and root in procs:
+        allowed = {root}
         changed = True
         while changed:
             changed = False
