@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 import uuid
 
 import requests
@@ -1281,6 +1282,67 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 BULK_FILE_MB = 8  # the file in /app that the bulk command cats over and over
 
 
+def make_build_context(d, rnd, nfiles=50, size=200000):
+    """A build context: nfiles random files and a Dockerfile that copies and lists them; each
+    round's content is new, so neither side reuses the other's (or an earlier round's) cache."""
+    os.makedirs(d)
+    for i in range(nfiles):
+        with open(os.path.join(d, "f%03d.bin" % i), "wb") as f:
+            f.write(os.urandom(size))
+    with open(os.path.join(d, "round.txt"), "w") as f:
+        f.write("%s %s\n" % (rnd, os.urandom(8).hex()))
+    with open(os.path.join(d, "Dockerfile"), "w") as f:
+        f.write("FROM %s\nCOPY . /ctx\nRUN ls /ctx | wc -l > /count\n" % IMAGE)
+
+
+def bench_h(root):
+    say("\n(h) image build through POST /images/build (zip body) vs `docker build` of the same context "
+        "(10 MB in 51 files; fresh content each round, so no cache; alternating order)")
+    st = Stack(root, "h")
+    start_stacks(st)
+    ses = st.session()
+    api_t, cli_t = [], []
+    tags = []
+    for rnd in range(max(ROUNDS, 5)):
+        sides = []
+        for side in ("api", "cli"):
+            d = os.path.join(st.dir, "ctx-%d-%s" % (rnd, side))
+            make_build_context(d, "%d-%s" % (rnd, side))
+            sides.append((side, d))
+        if rnd % 2:
+            sides.reverse()
+        for side, d in sides:
+            tag = "cm-bench-build:%s%d" % (side, rnd)
+            tags.append(tag)
+            subprocess.run(["sync"])
+            if side == "api":
+                zpath = d + ".zip"
+                with zipfile.ZipFile(zpath, "w", zipfile.ZIP_STORED) as z:
+                    for name in sorted(os.listdir(d)):
+                        z.write(os.path.join(d, name), name)
+                with open(zpath, "rb") as f:
+                    t0 = time.time()
+                    r = ses.post(st.base + "/images/build", params={"tag": tag}, data=f,
+                                 headers={"Content-Type": "application/zip"}, timeout=900)
+                    api_t.append(time.time() - t0)
+                if r.status_code != 201:
+                    raise RuntimeError("POST /images/build -> %s %s" % (r.status_code, r.text[:300]))
+            else:
+                t0 = time.time()
+                p = subprocess.run(["docker", "build", "-q", "-t", tag, d], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+                cli_t.append(time.time() - t0)
+                if p.returncode != 0:
+                    raise RuntimeError("docker build failed: %s" % p.stderr.decode()[-300:])
+        say("  round %d: API %.2f s   docker build %.2f s" % (rnd + 1, api_t[-1], cli_t[-1]))
+    for tag in tags:
+        subprocess.run(["docker", "rmi", "-f", tag], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finish_stacks("h", st)
+    a, b = median(api_t), median(cli_t)
+    say("  RESULT (h) image build through the API %.2f s vs docker build %.2f s -> %.2fx (target <= 1.10x)" % (a, b, a / b))
+    RESULTS["h"] = {"api": a, "cli": b, "ratio": a / b}
+
+
 def pct(xs, p):
     """The p-th percentile (nearest rank) of xs."""
     if not xs:
@@ -1946,6 +2008,10 @@ def summary():
                                                        r["lat50"], r["lat99"], r["cats_left"]))
         say("    session start: one alone %.1f ms (direct exec %.1f ms); %d at once all echoing after %.2f s (direct "
             "execs %.2f s)" % (r["setup_ws"], r["setup_dir"], r["n"], r["first_s"], r["first_dir"]))
+    r = RESULTS.get("h")
+    if r:
+        say("(h) image build (10 MB)   API %6.2f s   docker build %6.2f s   ratio %5.2fx   (target <= 1.10x)"
+            % (r["api"], r["cli"], r["ratio"]))
     if PROBLEMS:
         say("problems seen (%d):" % len(PROBLEMS))
         for b, t in PROBLEMS:
@@ -2010,10 +2076,10 @@ def tree_state():
 
 
 def main(argv):
-    which = [a for a in argv if a in "abcdefg" and len(a) == 1] or list("abcdefg")
-    bad = [a for a in argv if not (a in "abcdefg" and len(a) == 1)]
+    which = [a for a in argv if a in "abcdefgh" and len(a) == 1] or list("abcdefgh")
+    bad = [a for a in argv if not (a in "abcdefgh" and len(a) == 1)]
     if bad:
-        say("usage: bench/run [a] [b] [c] [d] [e] [f] [g]")
+        say("usage: bench/run [a] [b] [c] [d] [e] [f] [g] [h]")
         return 2
     root = tempfile.mkdtemp(prefix="cm-bench.", dir="/tmp")
     os.chmod(root, 0o755)
@@ -2028,7 +2094,7 @@ def main(argv):
         return 1
     say("running %s from a copy of the build: %s" % (version, SHARE))
     bins_before = binaries()
-    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f, "g": bench_g}
+    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f, "g": bench_g, "h": bench_h}
     rc = 0
 
     def on_signal(sig, frame):

@@ -706,7 +706,7 @@ static int cmd_serve(const struct serve_opts *o)
 		return 1;
 	}
 	gid_t web_gid = gr->gr_gid;
-	const char *subdirs[] = {"containers", "nginx", "log"};
+	const char *subdirs[] = {"containers", "nginx", "log", "builds"};
 	for (size_t i = 0; i < CM_ARRAY_LEN(subdirs); i++) {
 		cm_config_path(&cfg, path, sizeof path, subdirs[i]);
 		if (prepare_dir(path, i == 0 ? 0711 : 0700, (gid_t)-1) < 0)

@@ -6,6 +6,7 @@
 #include "cm.h"
 #include "cm_config.h"
 #include "db.h"
+#include "docker.h"
 #include "json.h"
 #include "query.h"
 
@@ -31,7 +32,7 @@ struct cm_req {
 	/* query string, decoded */
 	struct cm_query q;
 	/* path parameters captured by the router */
-	char params[CM_MAX_PARAMS][128];
+	char params[CM_MAX_PARAMS][300];
 	/* body (read on demand) */
 	struct cm_buf body;
 	/* what the audit row records */
@@ -57,6 +58,8 @@ void cm_respond_error(struct cm_req *r, const struct cm_error *err, const char *
 int cm_respond_errorf(struct cm_req *r, int status, const char *kind, const char *code, const char *field,
 		      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/* Reads and discards what is left of the body (bounded), so the client sees the answer. */
+void cm_req_drain(struct cm_req *r);
 /* Reads the request body (bounded by MAX_BODY_BYTES). Returns 0, or -1 with err (413/400). */
 int cm_req_read_body(struct cm_req *r, struct cm_error *err);
 /* Parses the body as JSON (an empty body gives NULL with no error when allow_empty). */
@@ -121,6 +124,23 @@ int cm_page_cursor(struct cm_req *r, const char *token, uint32_t filter, struct 
  * {KEY: [...], "next_cursor": TOKEN|null}. */
 void cm_respond_page(struct cm_req *r, sqlite3_stmt *st, const char *key, long limit, int seq_col, uint32_t filter,
 		     void (*emit)(yajl_gen, sqlite3_stmt *));
+
+/* Queues a job (plus what pre does in the same transaction) and waits for it: 1 with *result
+ * on success; -1 when it answered the error; 0 when it answered 202 with the job (asked to run
+ * in the background, or it outlived JOB_TIMEOUT + extra_wait). */
+typedef int (*pre_insert_fn)(struct cm_db *db, void *ctx, struct cm_error *err);
+int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char *args, long extra_wait,
+	       pre_insert_fn pre, void *ctx, char **result);
+/* archive.c: this worker's Engine API client (for streams and image reads) */
+struct cm_docker *cm_app_docker(struct cm_req *r, struct cm_error *err);
+
+/* images.c */
+void h_images_list(struct cm_req *r);
+void h_image_get(struct cm_req *r);
+void h_image_delete(struct cm_req *r);
+void h_image_build(struct cm_req *r);
+void h_container_commit(struct cm_req *r);
+void h_job_log(struct cm_req *r);
 
 /* jobs.c */
 /* 202 with {job_id, status_url, status} and Location: the job runs in the background. */

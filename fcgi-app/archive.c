@@ -11,7 +11,7 @@
 static struct cm_docker docker;
 static bool docker_ready;
 
-static struct cm_docker *get_docker(struct cm_req *r, struct cm_error *err)
+struct cm_docker *cm_app_docker(struct cm_req *r, struct cm_error *err)
 {
 	if (!docker_ready) {
 		if (cm_docker_init(&docker, r->app->cfg.docker_host, err) < 0)
@@ -135,7 +135,7 @@ static struct cm_docker *archive_target(struct cm_req *r, const char *cuid, char
 	char id[128] = "";
 	struct cm_docker *d = NULL;
 	if (docker_id(r, cuid, id, sizeof id, &err) < 0 || archive_path(r, id, path, pathsz, &err) < 0 ||
-	    !(d = get_docker(r, &err))) {
+	    !(d = cm_app_docker(r, &err))) {
 		cm_respond_error(r, &err, NULL);
 		return NULL;
 	}

@@ -29,13 +29,12 @@ const char *cm_path_cuid(struct cm_req *r)
 	return c;
 }
 
-typedef int (*pre_insert_fn)(struct cm_db *db, void *ctx, struct cm_error *err);
 
 /* Queues a job (plus whatever pre does in the same transaction), waits for it and
  * returns 1 with *result on success; on failure answers the error itself and returns -1.
  * Returns 0 when it answered 202 with the job: asked to run in the background, or the job
  * outlived JOB_TIMEOUT. */
-static int run_job(struct cm_req *r, const char *kind, const char *cuid, const char *args, long extra_wait,
+int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char *args, long extra_wait,
 		   pre_insert_fn pre, void *ctx, char **result)
 {
 	struct cm_app *app = r->app;
@@ -193,7 +192,7 @@ void h_containers_create(struct cm_req *r)
 	snprintf(r->cuid, sizeof r->cuid, "%s", cuid);
 	struct create_ctx ctx = {cuid, &spec, r->user};
 	char *result = NULL;
-	rc = run_job(r, "create", cuid, "{}", 0, insert_container, &ctx, &result);
+	rc = cm_run_job(r, "create", cuid, "{}", 0, insert_container, &ctx, &result);
 	cm_spec_free(&spec);
 	free(result);
 	if (rc > 0)
@@ -522,7 +521,7 @@ void h_container_patch(struct cm_req *r)
 		return;
 	}
 	char *result = NULL;
-	rc = run_job(r, "update", cuid, args, 60, NULL, NULL, &result);
+	rc = cm_run_job(r, "update", cuid, args, 60, NULL, NULL, &result);
 	free(args);
 	free(result);
 	if (rc > 0)
@@ -568,7 +567,7 @@ void h_container_delete(struct cm_req *r)
 		}
 	}
 	char *result = NULL;
-	int rc = run_job(r, "delete", cuid, keep ? "{\"keep_files\":true}" : "{\"keep_files\":false}", 30, NULL,
+	int rc = cm_run_job(r, "delete", cuid, keep ? "{\"keep_files\":true}" : "{\"keep_files\":false}", 30, NULL,
 			 NULL, &result);
 	free(result);
 	if (rc > 0)
@@ -632,7 +631,7 @@ void h_container_action(struct cm_req *r)
 	char args[64];
 	snprintf(args, sizeof args, "{\"timeout\":%ld}", timeout);
 	char *result = NULL;
-	if (run_job(r, action, cuid, args, timeout > 0 ? timeout : 10, NULL, NULL, &result) > 0)
+	if (cm_run_job(r, action, cuid, args, timeout > 0 ? timeout : 10, NULL, NULL, &result) > 0)
 		cm_respond_json(r, 200, NULL, result);
 	free(result);
 }
@@ -677,7 +676,7 @@ void h_container_ports(struct cm_req *r)
 	cm_buf_printf(&args, "{\"ports\":%s}", ports);
 	free(ports);
 	char *result = NULL;
-	if (run_job(r, "ports", cuid, cm_buf_str(&args), 60, NULL, NULL, &result) > 0)
+	if (cm_run_job(r, "ports", cuid, cm_buf_str(&args), 60, NULL, NULL, &result) > 0)
 		cm_respond_json(r, 200, NULL, result);
 	free(result);
 	cm_buf_free(&args);

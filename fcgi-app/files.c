@@ -391,8 +391,7 @@ static bool zip_content_type(const char *ct)
 	return false;
 }
 
-/* Reads and discards what is left of the body (bounded), so the client sees our answer. */
-static void drain(struct cm_req *r)
+void cm_req_drain(struct cm_req *r)
 {
 	char buf[IO_CHUNK];
 	int64_t left = 64LL << 20;
@@ -418,7 +417,7 @@ void h_container_upload(struct cm_req *r)
 {
 	const char *cuid = cm_path_cuid(r);
 	if (!cuid || cm_refuse_async(r, "an upload is unpacked while its body streams in") || !cm_container_exists(r, cuid)) {
-		drain(r);
+		cm_req_drain(r);
 		return;
 	}
 	struct cm_error err = {0};
@@ -527,7 +526,7 @@ void h_container_upload(struct cm_req *r)
 	free(body);
 	goto cleanup;
 fail_drain:
-	drain(r);
+	cm_req_drain(r);
 fail:
 	cm_respond_error(r, &err, NULL);
 cleanup:

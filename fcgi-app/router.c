@@ -22,6 +22,8 @@ static const char *const p_path[] = {"path", NULL};
 static const char *const p_upload[] = {"path", "replace", NULL};
 static const char *const p_jobs[] = {"status", "cuid", "kind", "limit", "cursor", NULL};
 static const char *const p_wait[] = {"wait", NULL};
+static const char *const p_build[] = {"tag", "dockerfile", "build_dir", NULL};
+static const char *const p_follow[] = {"follow", NULL};
 
 static const struct route routes[] = {
 	{"POST", "/containers", h_containers_create, "container.create", p_none},
@@ -41,6 +43,12 @@ static const struct route routes[] = {
 	{"GET", "/containers/*/download-zip", h_container_download_zip, "files.download_zip", p_path},
 	{"GET", "/containers/*/archive", h_container_archive_get, "files.archive_get", p_path},
 	{"PUT", "/containers/*/archive", h_container_archive_put, "files.archive_put", p_path},
+	{"POST", "/containers/*/commit", h_container_commit, "container.commit", p_none},
+	{"GET", "/images", h_images_list, "image.list", p_none},
+	{"POST", "/images/build", h_image_build, "image.build", p_build},
+	{"GET", "/images/**", h_image_get, "image.get", p_none},
+	{"DELETE", "/images/**", h_image_delete, "image.delete", p_none},
+	{"GET", "/jobs/*/log", h_job_log, "job.log", p_follow},
 	{"GET", "/jobs", h_jobs_list, "job.list", p_jobs},
 	{"GET", "/jobs/*", h_job_get, "job.get", p_wait},
 	{"DELETE", "/jobs/*", h_job_delete, "job.cancel", p_none},
@@ -58,7 +66,19 @@ static bool match(const char *pattern, const char *path, struct cm_req *r)
 	int np = 0;
 	const char *p = pattern, *s = path;
 	while (*p && *s) {
-		if (*p == '*') {
+		if (p[0] == '*' && p[1] == '*') {
+			/* the rest of the path (an image reference may hold '/') */
+			size_t len = strlen(s);
+			if (np >= CM_MAX_PARAMS)
+				return false;
+			if (len >= sizeof r->params[0])
+				snprintf(r->params[np], sizeof r->params[0], "%s", "(too long)");
+			else
+				memcpy(r->params[np], s, len + 1);
+			np++;
+			p += 2;
+			s += len;
+		} else if (*p == '*') {
 			const char *end = strchr(s, '/');
 			size_t len = end ? (size_t)(end - s) : strlen(s);
 			if (len == 0 || np >= CM_MAX_PARAMS)

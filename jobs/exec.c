@@ -965,6 +965,8 @@ int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, c
 		return cm_err_internal(err, "job without a container");
 	if (!strncmp(kind, "h.", 2))
 		return harpoon_job(c, kind, cuid, args, result, err);
+	if (!strncmp(kind, "image.", 6))
+		return images_job(c, kind, cuid, args, result, err);
 	if (!strcmp(kind, "create"))
 		return job_create(c, cuid, result, err);
 	/* the row may have gone (deleted by an earlier job) while this one was queued */
@@ -985,6 +987,8 @@ int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, c
 		return job_update(c, cuid, args, result, err);
 	if (!strcmp(kind, "ports"))
 		return job_ports(c, cuid, args, result, err);
+	if (!strcmp(kind, "commit"))
+		return job_commit(c, cuid, args, result, err);
 	if (!strcmp(kind, "start") || !strcmp(kind, "stop") || !strcmp(kind, "restart") || !strcmp(kind, "pause") ||
 	    !strcmp(kind, "unpause"))
 		return job_action(c, kind, cuid, args, result, err);

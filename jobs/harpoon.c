@@ -24,19 +24,6 @@
 #define INSTANCE_LABEL "io.container-manager.instance"
 #define HARPOON_LABEL "io.container-manager.harpoon"
 #define DEF_LABEL "io.container-manager.def"
-#define BUILD_LOG_MAX (1 << 20)
-
-static void urlenc(struct cm_buf *b, const char *s)
-{
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-		    c == '.' || c == '~')
-			cm_buf_append(b, s, 1);
-		else
-			cm_buf_printf(b, "%%%02X", c);
-	}
-}
 
 static int exec_sql_text(struct ctx *c, const char *sql, const char *a, const char *b, int64_t n, struct cm_error *err)
 {
@@ -68,7 +55,7 @@ static yajl_val list_harpoon(struct ctx *c, const char *image, struct cm_error *
 	cm_buf_printf(&f, "{\"label\":[\"" INSTANCE_LABEL "=%s\",\"" HARPOON_LABEL "%s%s\"]}", c->rn->instance,
 		      image ? "=" : "", image ? image : "");
 	cm_buf_puts(&path, "/containers/json?all=1&filters=");
-	urlenc(&path, cm_buf_str(&f));
+	cm_buf_urlenc(&path, cm_buf_str(&f));
 	cm_buf_free(&f);
 	struct cm_buf resp = {.limit = 32 << 20};
 	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&path), NULL, &resp, 60, err);
@@ -122,144 +109,6 @@ static int remove_all(struct ctx *c, const char *image, const char *keep, bool g
 	return rc;
 }
 
-/* ------------------------------------------------------------------ build */
-
-struct build_io {
-	const char *tar;
-	size_t len, off;
-	struct cm_buf log;     /* text output (tail kept) */
-	struct cm_buf line;
-	char error[512];
-	bool got_id;
-};
-
-static size_t b_read(char *buf, size_t size, void *ud)
-{
-	struct build_io *b = ud;
-	size_t n = b->len - b->off < size ? b->len - b->off : size;
-	memcpy(buf, b->tar + b->off, n);
-	b->off += n;
-	return n;
-}
-
-static void b_log(struct build_io *b, const char *s, size_t n)
-{
-	if (b->log.len + n > BUILD_LOG_MAX) {
-		/* keep the tail: the error is at the end */
-		size_t drop = b->log.len + n - BUILD_LOG_MAX;
-		if (drop > b->log.len)
-			drop = b->log.len;
-		memmove(b->log.data, b->log.data + drop, b->log.len - drop);
-		b->log.len -= drop;
-	}
-	cm_buf_append(&b->log, s, n > BUILD_LOG_MAX ? BUILD_LOG_MAX : n);
-}
-
-static void b_line(struct build_io *b, const char *text, size_t len)
-{
-	struct cm_error e;
-	yajl_val v = cm_json_parse(text, len, &e);
-	if (!v) {
-		b_log(b, text, len);
-		b_log(b, "\n", 1);
-		return;
-	}
-	const char *s = cm_json_get_str(v, "stream");
-	const char *er = cm_json_get_str(v, "error");
-	const char *st = cm_json_get_str(v, "status");
-	if (s)
-		b_log(b, s, strlen(s));
-	if (st) {
-		b_log(b, st, strlen(st));
-		b_log(b, "\n", 1);
-	}
-	if (er) {
-		snprintf(b->error, sizeof b->error, "%s", er);
-		b_log(b, "ERROR: ", 7);
-		b_log(b, er, strlen(er));
-		b_log(b, "\n", 1);
-	}
-	if (cm_json_get(cm_json_get(v, "aux"), "ID"))
-		b->got_id = true;
-	yajl_tree_free(v);
-}
-
-static int b_body(const char *data, size_t len, void *ud)
-{
-	struct build_io *b = ud;
-	for (size_t i = 0; i < len; i++) {
-		if (data[i] == '\n') {
-			if (b->line.len)
-				b_line(b, b->line.data, b->line.len);
-			b->line.len = 0;
-		} else if (b->line.len < (1 << 20)) {
-			cm_buf_append(&b->line, data + i, 1);
-		}
-	}
-	return 0;
-}
-
-static int64_t build_row(struct ctx *c, const char *image, const char *hash, const char *tag, struct cm_error *err)
-{
-	static const char *sql = "INSERT INTO builds(image, hash, tag, status, job_id, started_at) VALUES (?, ?, ?, 'running', ?, ?)";
-	for (int attempt = 0; attempt < 50; attempt++) {
-		sqlite3_stmt *st = cm_db_stmt(&c->db, sql, err);
-		if (!st)
-			return -1;
-		sqlite3_bind_text(st, 1, image, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, hash, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, tag, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, c->job_id);
-		sqlite3_bind_int64(st, 5, cm_now_ms());
-		int rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc == SQLITE_DONE)
-			return sqlite3_last_insert_rowid(c->db.h);
-		if (rc != SQLITE_BUSY)
-			break;
-		usleep(50000);
-	}
-	return cm_db_fail(&c->db, err, "record build");
-}
-
-static void build_done(struct ctx *c, int64_t id, bool ok, const char *log, const char *error)
-{
-	static const char *sql = "UPDATE builds SET status = ?, log = ?, error = ?, finished_at = ? WHERE id = ?";
-	struct cm_error err;
-	for (int attempt = 0; attempt < 50; attempt++) {
-		sqlite3_stmt *st = cm_db_stmt(&c->db, sql, &err);
-		if (!st)
-			return;
-		sqlite3_bind_text(st, 1, ok ? "succeeded" : "failed", -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, log, -1, SQLITE_STATIC);
-		if (error)
-			sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, cm_now_ms());
-		sqlite3_bind_int64(st, 5, id);
-		int rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_BUSY)
-			return;
-		usleep(50000);
-	}
-}
-
-static int image_exists(struct ctx *c, const char *tag, struct cm_error *err)
-{
-	struct cm_buf p = {0}, r = {.limit = 4 << 20};
-	cm_buf_puts(&p, "/images/");
-	urlenc(&p, tag);
-	cm_buf_puts(&p, "/json");
-	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 60, err);
-	cm_buf_free(&p);
-	cm_buf_free(&r);
-	if (st == 200)
-		return 1;
-	if (st == 404)
-		return 0;
-	return st < 0 ? -1 : cm_err_internal(err, "image inspect failed (%ld)", st);
-}
-
 /* Makes sure the definition's image exists; *tag gets its name. */
 static int ensure_image(struct ctx *c, const char *image, yajl_val def, char *tag, size_t tagsz, struct cm_error *err)
 {
@@ -270,55 +119,20 @@ static int ensure_image(struct ctx *c, const char *image, yajl_val def, char *ta
 		return -1;
 	}
 	snprintf(tag, tagsz, "cm-def-%s:%.16s", image, hash);
-	int ex = image_exists(c, tag, err);
+	int ex = docker_image_exists(c, tag, err);
 	if (ex != 0) {
 		cm_buf_free(&tar);
 		return ex < 0 ? -1 : 0;
 	}
-	int64_t bid = build_row(c, image, hash, tag, err);
-	if (bid < 0) {
-		cm_buf_free(&tar);
-		return -1;
-	}
-	struct cm_buf path = {0}, labels = {0};
+	struct cm_buf labels = {0};
 	cm_buf_printf(&labels, "{\"" DEF_LABEL "\":\"%s\",\"" DEF_LABEL ".hash\":\"%s\"}", image, hash);
-	cm_buf_puts(&path, "/build?dockerfile=.cm-Dockerfile&rm=1&forcerm=1&t=");
-	urlenc(&path, tag);
-	cm_buf_puts(&path, "&labels=");
-	urlenc(&path, cm_buf_str(&labels));
+	char what[128];
+	snprintf(what, sizeof what, "definition %s", image);
+	struct build_opts o = {.name = image, .hash = hash, .tag = tag, .dockerfile = ".cm-Dockerfile",
+			       .labels_json = cm_buf_str(&labels), .what = what, .mem = tar.data, .mem_len = tar.len};
+	int rc = docker_build(c, &o, NULL, err);
 	cm_buf_free(&labels);
-	struct build_io b = {.tar = tar.data, .len = tar.len};
-	struct cm_docker_io io = {.read = b_read, .body = b_body, .ud = &b};
-	cm_info("building %s for definition %s (%zu bytes of context)", tag, image, tar.len);
-	long st = cm_docker_exchange(&c->docker, "POST", cm_buf_str(&path), &io, 3600, err);
-	cm_buf_free(&path);
 	cm_buf_free(&tar);
-	if (b.line.len)
-		b_line(&b, b.line.data, b.line.len);
-	int rc = 0;
-	if (st < 0) {
-		snprintf(b.error, sizeof b.error, "%s", err->message);
-		rc = -1;
-	} else if (st != 200) {
-		char msg[400] = "";
-		cm_docker_message(cm_buf_str(&b.log), msg, sizeof msg);
-		snprintf(b.error, sizeof b.error, "Docker answered %ld: %s", st, msg[0] ? msg : cm_buf_str(&b.log));
-		rc = cm_err_set(err, 422, "build_error", "BUILD_FAILED", "image", "building definition %s failed: %s", image,
-				b.error);
-	} else if (b.error[0]) {
-		rc = cm_err_set(err, 422, "build_error", "BUILD_FAILED", "image", "building definition %s failed: %s", image,
-				b.error);
-	} else {
-		/* the stream may end without an error line when the build was cut short */
-		int e2 = image_exists(c, tag, err);
-		if (e2 <= 0) {
-			snprintf(b.error, sizeof b.error, "the build ended without producing %s", tag);
-			rc = e2 < 0 ? -1 : cm_err_set(err, 422, "build_error", "BUILD_FAILED", "image", "%s", b.error);
-		}
-	}
-	build_done(c, bid, rc == 0, cm_buf_str(&b.log), rc == 0 ? NULL : b.error);
-	cm_buf_free(&b.log);
-	cm_buf_free(&b.line);
 	return rc;
 }
 

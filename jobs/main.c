@@ -282,6 +282,7 @@ int main(int argc, char **argv)
 		cm_error("startup: %s", err.message);
 		return 1;
 	}
+	images_sweep(&main_ctx);
 	unsigned char inst[32];
 	if (cm_db_secret(&main_ctx.db, "instance_id", inst, &err) < 0) {
 		cm_error("startup: %s", err.message);

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include "cm.h"
+#include <stdio.h>
 #include "cm_config.h"
 #include "db.h"
 #include "docker.h"
@@ -56,6 +57,25 @@ void detect_compose(struct runner *rn);
 /* exec.c: HostConfig confinement shared by every container the runner creates */
 void emit_confinement(yajl_gen g);
 void emit_exposed_ports(yajl_gen g, yajl_val ports);
+
+/* build.c: one image build through the Engine API. The context (a tar) comes from mem or file;
+ * the output goes to a builds row (name, hash, tag) and the job's progress while it runs.
+ * Returns 0 (image_id, 80 bytes, gets the new image's id when not NULL) or -1 with err
+ * (422 BUILD_FAILED with the build's own error). */
+struct build_opts {
+	const char *name, *hash, *tag, *dockerfile, *labels_json, *what;
+	const char *mem;
+	size_t mem_len;
+	FILE *file;
+};
+int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, struct cm_error *err);
+/* 1 if the image exists, 0 if not, -1 with err */
+int docker_image_exists(struct ctx *c, const char *ref, struct cm_error *err);
+
+/* images.c: image.build / image.delete (key "image:REF") and a container's commit */
+int images_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);
+int job_commit(struct ctx *c, const char *cuid, yajl_val args, char **result, struct cm_error *err);
+void images_sweep(struct ctx *c);
 
 /* harpoon.c: start_container's jobs (kinds "h.*", key "h:NAME") */
 int harpoon_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);

@@ -54,6 +54,8 @@ struct cm_buf {
 int cm_buf_append(struct cm_buf *b, const void *data, size_t len);
 int cm_buf_puts(struct cm_buf *b, const char *s);
 int cm_buf_printf(struct cm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s percent-encoded (everything but unreserved characters): a query value or a path segment. */
+void cm_buf_urlenc(struct cm_buf *b, const char *s);
 void cm_buf_free(struct cm_buf *b);
 /* NUL-terminated view of the buffer (always valid after any append; "" when empty). */
 const char *cm_buf_str(struct cm_buf *b);

@@ -576,3 +576,98 @@ out:
 		yajl_tree_free(v);
 	return b.data;
 }
+
+/* One path component of an image name: lower-case letters and digits, with '.', '_' or '-'
+ * inside (not at either end, no "..", at most two '_' in a row). */
+static bool valid_name_component(const char *s, size_t n)
+{
+	if (!n || !(islower((unsigned char)s[0]) || isdigit((unsigned char)s[0])) ||
+	    !(islower((unsigned char)s[n - 1]) || isdigit((unsigned char)s[n - 1])))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!(islower(c) || isdigit(c) || c == '.' || c == '_' || c == '-'))
+			return false;
+		if (c == '.' && s[i + 1] == '.')
+			return false;
+		if (c == '_' && i + 2 < n && s[i + 1] == '_' && s[i + 2] == '_')
+			return false;
+	}
+	return true;
+}
+
+static bool all_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+			return false;
+	return n > 0;
+}
+
+bool cm_valid_image_ref(const char *s, bool tag_only)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n == 0 || n > 255)
+		return false;
+	if (!strncmp(s, "sha256:", 7))
+		return !tag_only && n == 71 && all_hex(s + 7, 64);
+	if (!tag_only && n >= 12 && n <= 64 && all_hex(s, n))
+		return true;
+	const char *at = strchr(s, '@');
+	size_t end = n;
+	if (at) {
+		if (tag_only || strncmp(at, "@sha256:", 8) || strlen(at + 8) != 64 || !all_hex(at + 8, 64))
+			return false;
+		end = (size_t)(at - s);
+	}
+	/* the tag: after the last ':' that follows the last '/' */
+	const char *slash = NULL;
+	for (size_t i = 0; i < end; i++)
+		if (s[i] == '/')
+			slash = s + i;
+	const char *colon = NULL;
+	for (const char *p = slash ? slash : s; p < s + end; p++)
+		if (*p == ':')
+			colon = p;
+	size_t name_end = colon ? (size_t)(colon - s) : end;
+	if (colon) {
+		size_t tl = end - name_end - 1;
+		const char *t = colon + 1;
+		if (tl == 0 || tl > 128 || !(isalnum((unsigned char)t[0]) || t[0] == '_'))
+			return false;
+		for (size_t i = 0; i < tl; i++)
+			if (!(isalnum((unsigned char)t[i]) || t[i] == '_' || t[i] == '.' || t[i] == '-'))
+				return false;
+	}
+	/* components; the first may be a registry host[:port] when more follow */
+	size_t start = 0;
+	bool first = true;
+	while (start <= name_end) {
+		size_t stop = start;
+		while (stop < name_end && s[stop] != '/')
+			stop++;
+		bool more = stop < name_end;
+		const char *c = s + start;
+		size_t cl = stop - start;
+		if (first && more && (memchr(c, '.', cl) || memchr(c, ':', cl) || (cl == 9 && !strncmp(c, "localhost", 9)))) {
+			/* host[:port] */
+			const char *pc = memchr(c, ':', cl);
+			size_t hl = pc ? (size_t)(pc - c) : cl;
+			if (!hl || !isalnum((unsigned char)c[0]) || !isalnum((unsigned char)c[hl - 1]))
+				return false;
+			for (size_t i = 0; i < hl; i++)
+				if (!(isalnum((unsigned char)c[i]) || c[i] == '.' || c[i] == '-') || (c[i] == '.' && c[i + 1] == '.'))
+					return false;
+			size_t pl = pc ? cl - hl - 1 : 0;
+			if (pc && (pl == 0 || pl > 5 || strspn(pc + 1, "0123456789") < pl || atol(pc + 1) > 65535))
+				return false;
+		} else if (!valid_name_component(c, cl)) {
+			return false;
+		}
+		first = false;
+		if (!more)
+			break;
+		start = stop + 1;
+	}
+	return true;
+}

@@ -42,4 +42,8 @@ bool cm_spec_valid_tag(const char *t);
 /* Maximum CPUs a request may ask for (online CPUs). */
 double cm_spec_max_cpus(void);
 
+/* A Docker image reference: [host[:port]/]name[:tag][@sha256:...], or an image id
+ * (sha256:HEX, or 12-64 hex digits). tag_only: name[:tag] only (what a build or commit names). */
+bool cm_valid_image_ref(const char *s, bool tag_only);
+
 #endif

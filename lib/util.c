@@ -46,6 +46,18 @@ int cm_buf_puts(struct cm_buf *b, const char *s)
 	return cm_buf_append(b, s, strlen(s));
 }
 
+void cm_buf_urlenc(struct cm_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+		    c == '.' || c == '~')
+			cm_buf_append(b, s, 1);
+		else
+			cm_buf_printf(b, "%%%02X", c);
+	}
+}
+
 int cm_buf_printf(struct cm_buf *b, const char *fmt, ...)
 {
 	char small[512];

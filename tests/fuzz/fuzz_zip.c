@@ -1,8 +1,12 @@
 /* fuzz_zip.c: an uploaded zip through the program's own checks (central directory, entry
  * names) and libarchive's seekable zip reader, reading every entry as extraction does but
- * writing nothing. */
+ * writing nothing; and the same bytes as a build context (zip or tar, any compression):
+ * scanned, and when accepted re-packed into a tar that must read back. */
 #include "config.h"
+#include "buildctx.h"
 #include "zipcheck.h"
+
+#include <stdio.h>
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -42,6 +46,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 		}
 		archive_read_free(a);
+	}
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	struct cm_buildctx b = {.max_unpacked = 64 << 20, .max_entries = 10000};
+	if (cm_buildctx_scan(path, &b, &err) == 0) {
+		if (!b.dockerfile[0])
+			abort();
+		int out = memfd_create("tar", MFD_CLOEXEC);
+		if (out >= 0) {
+			if (cm_buildctx_repack(path, &b, out, &err) == 0) {
+				/* what goes to Docker is a tar libarchive reads back */
+				struct archive *t = archive_read_new();
+				archive_read_support_format_tar(t);
+				if (lseek(out, 0, SEEK_SET) != 0 || archive_read_open_fd(t, out, 4096) != ARCHIVE_OK)
+					abort();
+				struct archive_entry *e;
+				int r;
+				while ((r = archive_read_next_header(t, &e)) == ARCHIVE_OK)
+					;
+				if (r != ARCHIVE_EOF)
+					abort();
+				archive_read_free(t);
+			}
+			close(out);
+		}
+	} else if (!err.message[0]) {
+		abort();
 	}
 	close(fd);
 	return 0;

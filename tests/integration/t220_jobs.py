@@ -5,7 +5,6 @@ GET /jobs/{id} (with ?wait= long polling), GET /jobs (filters, cursor pages), DE
 container, a synchronous waiter of a cancelled job hears 409, and a request that outlives
 JOB_TIMEOUT answers 202 with its job (private stack) instead of timing out."""
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -16,27 +15,6 @@ from cmtest import *  # noqa: E402,F403
 
 JOB_KEYS = {"id", "kind", "cuid", "status", "progress", "result", "error", "attempts", "request_id", "created_at",
             "started_at", "finished_at", "status_url"}
-
-
-def runner_pid():
-    ps = find_procs("cm-runner")
-    pids = {p[0] for p in ps}
-    tops = [p for p in ps if p[1] not in pids]
-    return tops[0][0] if tops else None
-
-
-class Paused:
-    """SIGSTOPs the runner for the with-block: jobs stay queued (always resumed afterwards)."""
-
-    def __init__(self, pid):
-        self.pid = pid
-
-    def __enter__(self):
-        os.kill(self.pid, signal.SIGSTOP)
-        return self
-
-    def __exit__(self, *a):
-        os.kill(self.pid, signal.SIGCONT)
 
 
 def accepted(t, r, name):
@@ -51,9 +29,6 @@ def accepted(t, r, name):
 
 def main(t):
     s = api()
-    rp = runner_pid()
-    if not t.ok(rp, "found the runner"):
-        return
 
     # -- ?async=true on create: 202 at once, the job then succeeds and Docker has the container
     t0 = time.monotonic()
@@ -98,74 +73,96 @@ def main(t):
         t.ok(j.get("status") == "failed" and (j.get("error") or {}).get("code") == "INVALID_TRANSITION"
              and (j.get("error") or {}).get("status") == 422, "it ends failed with 422 INVALID_TRANSITION", j)
 
-    # -- cancel: jobs of one container run in order; with the runner paused they stay queued
-    with Paused(rp):
-        r1 = s.post("/containers/%s/stop?async=true" % cuid, json={"timeout": 1})
-        r2 = s.post("/containers/%s/restart?async=true" % cuid)
-        j1, j2 = accepted(t, r1, "async stop (runner paused)"), accepted(t, r2, "async restart (runner paused)")
-        if j2:
-            j = s.get("/jobs/%d" % j2).json()
-            t.eq(j.get("status"), "queued", "GET /jobs/{id} of a job not yet run: queued")
-            r = s.get("/jobs/%d" % j2, params={"wait": 0.5})
-            t.ok(r.status_code == 200 and r.json().get("status") == "queued", "?wait=0.5 returns after the wait, still queued")
-            r = s.delete("/jobs/%d" % j2)
-            b = jbody(r) or {}
-            t.ok(r.status_code == 200 and b.get("status") == "cancelled"
-                 and (b.get("error") or {}).get("code") == "JOB_CANCELLED", "DELETE /jobs/{id} of a queued job -> 200 cancelled",
-                 body_text(r))
-            check_error(t, s.delete("/jobs/%d" % j2), 409, "conflict", "JOB_FINISHED", name="cancel it again")
-        lst = s.get("/jobs", params={"cuid": cuid, "status": "queued"})
-        t.ok(lst.status_code == 200 and [x["id"] for x in lst.json()["jobs"]] == [j1],
-             "GET /jobs?cuid=&status=queued lists the stop only", body_text(lst))
+    # -- cancel: jobs of one container run in order, so a job behind a slow stop (the container
+    #    ignores SIGTERM and gets the whole grace period) stays queued meanwhile
+    c2 = must_create(s, t, tags=["t220"], command=["sh", "-c", "trap '' TERM; sleep 3600"])["cuid"]
+    action(s, c2, "start")
+
+    def slow_stop(c, secs=3):
+        r = s.post("/containers/%s/stop?async=true" % c, json={"timeout": secs})
+        j = accepted(t, r, "async slow stop of %s" % c[:9])
+        if j:
+            wait_until(lambda: s.get("/jobs/%d" % j).json().get("status") == "running", timeout=10, interval=0.05)
+        return j
+
+    j1 = slow_stop(c2)
+    r2 = s.post("/containers/%s/restart?async=true" % c2)
+    j2 = accepted(t, r2, "async restart queued behind it")
+    if j2:
+        j = s.get("/jobs/%d" % j2).json()
+        t.eq(j.get("status"), "queued", "GET /jobs/{id} of a job not yet run: queued")
+        t0 = time.monotonic()
+        r = s.get("/jobs/%d" % j2, params={"wait": 0.5})
+        t.ok(r.status_code == 200 and r.json().get("status") == "queued" and time.monotonic() - t0 >= 0.45,
+             "?wait=0.5 returns after the wait, still queued")
+        r = s.delete("/jobs/%d" % j2)
+        b = jbody(r) or {}
+        t.ok(r.status_code == 200 and b.get("status") == "cancelled"
+             and (b.get("error") or {}).get("code") == "JOB_CANCELLED", "DELETE /jobs/{id} of a queued job -> 200 cancelled",
+             body_text(r))
+        check_error(t, s.delete("/jobs/%d" % j2), 409, "conflict", "JOB_FINISHED", name="cancel it again")
+    lst = s.get("/jobs", params={"cuid": c2, "status": "running,queued"})
+    t.ok(lst.status_code == 200 and [x["id"] for x in lst.json()["jobs"]] == [j1],
+         "GET /jobs?cuid=&status=running,queued lists the stop only", body_text(lst))
     if j1:
+        check_error(t, s.delete("/jobs/%d" % j1), 409, "conflict", "JOB_RUNNING", name="cancel a running job")
         j = s.get("/jobs/%d?wait=30" % j1).json()
-        t.eq(j.get("status"), "succeeded", "after the runner resumes the stop runs")
+        t.eq(j.get("status"), "succeeded", "the running stop finishes")
         check_error(t, s.delete("/jobs/%d" % j1), 409, "conflict", "JOB_FINISHED", name="cancel a finished job")
     time.sleep(0.5)
-    t.ok((docker_state(cuid) or {}).get("Running") is False, "the cancelled restart never ran: the container stays stopped",
-         docker_state(cuid))
+    t.ok((docker_state(c2) or {}).get("Running") is False, "the cancelled restart never ran: the container stays stopped",
+         docker_state(c2))
     t.eq([r["status"] for r in db_query("SELECT status FROM jobs WHERE id = ?", (j2,))], ["cancelled"],
          "the jobs table says cancelled")
 
-    # -- cancel a running job: 409
-    c2 = must_create(s, t, tags=["t220"], command=["sh", "-c", "trap '' TERM; sleep 3600"])["cuid"]
-    action(s, c2, "start")
-    r = s.post("/containers/%s/stop?async=true" % c2, json={"timeout": 3})
-    js = accepted(t, r, "async slow stop")
-    if js:
-        wait_until(lambda: s.get("/jobs/%d" % js).json().get("status") == "running", timeout=10, interval=0.05)
-        check_error(t, s.delete("/jobs/%d" % js), 409, "conflict", "JOB_RUNNING", name="cancel a running job")
-        t.eq(s.get("/jobs/%d?wait=30" % js).json().get("status"), "succeeded", "and it finishes")
-
-    # -- a cancelled create leaves nothing behind
-    with Paused(rp):
-        r = s.post("/containers", json={"image": IMAGE, "tags": ["t220-cancel"]}, headers={"Prefer": "respond-async"})
-        jc = accepted(t, r, "async create (runner paused)")
-        ccuid = None
-        if jc:
-            ccuid = s.get("/jobs/%d" % jc).json().get("cuid")
-            t.status(s.get("/containers/%s" % ccuid), 200, "its row exists while queued (status creating)")
-            t.status(s.delete("/jobs/%d" % jc), 200, "cancel the queued create")
-            check_error(t, s.get("/containers/%s" % ccuid), 404, code="CONTAINER_NOT_FOUND", name="the row is gone")
-    if ccuid:
-        time.sleep(1.0)
-        t.ok(docker_inspect(ccuid) is None, "and the runner never made its container")
-        t.eq(db_query("SELECT COUNT(*) AS n FROM container_tags WHERE tag = 't220-cancel'")[0]["n"], 0, "nor left its tags")
-
     # -- a synchronous waiter of a job that gets cancelled hears 409 JOB_CANCELLED
+    action(s, c2, "start")
+    j3 = slow_stop(c2)
     res = {}
-    with Paused(rp):
-        th = threading.Thread(target=lambda: res.setdefault("r", api().post("/containers/%s/start" % c2, timeout=60)))
-        th.start()
-        q = wait_until(lambda: db_query("SELECT id FROM jobs WHERE cuid = ? AND status = 'queued'", (c2,)), timeout=10)
-        if q:
-            t.status(s.delete("/jobs/%d" % q[0]["id"]), 200, "cancel the job a synchronous request waits for")
+    th = threading.Thread(target=lambda: res.setdefault("r", api().post("/containers/%s/start" % c2, timeout=60)))
+    th.start()
+    q = wait_until(lambda: db_query("SELECT id FROM jobs WHERE cuid = ? AND kind = 'start' AND status = 'queued'", (c2,)),
+                   timeout=10, interval=0.05)
+    if q:
+        t.status(s.delete("/jobs/%d" % q[0]["id"]), 200, "cancel the job a synchronous request waits for")
     th.join(30)
     r = res.get("r")
     if r is not None:
         check_error(t, r, 409, "cancelled", "JOB_CANCELLED", name="the waiting request")
     else:
         t.ok(False, "the waiting request got an answer")
+    if j3:
+        s.get("/jobs/%d?wait=30" % j3)
+
+    # -- a cancelled create leaves nothing behind: every runner thread is busy with a slow stop
+    #    (RUNNER_THREADS, 4 by default), so the create waits in the queue
+    busy = []
+    for _ in range(4):
+        c = must_create(s, t, tags=["t220"], command=["sh", "-c", "trap '' TERM; sleep 3600"])["cuid"]
+        action(s, c, "start")
+        busy.append(c)
+    stops = [s.post("/containers/%s/stop?async=true" % c, json={"timeout": 4}).json().get("job_id") for c in busy]
+    wait_until(lambda: db_query("SELECT COUNT(*) AS n FROM jobs WHERE status = 'running'")[0]["n"] >= 4, timeout=10,
+               interval=0.05)
+    r = s.post("/containers", json={"image": IMAGE, "tags": ["t220-cancel"]}, headers={"Prefer": "respond-async"})
+    jc = accepted(t, r, "async create while every runner thread is busy")
+    ccuid = None
+    if jc:
+        j = s.get("/jobs/%d" % jc).json()
+        ccuid = j.get("cuid")
+        if t.eq(j.get("status"), "queued", "the create is queued"):
+            t.status(s.get("/containers/%s" % ccuid), 200, "its row exists while queued (status creating)")
+            t.status(s.delete("/jobs/%d" % jc), 200, "cancel the queued create")
+            check_error(t, s.get("/containers/%s" % ccuid), 404, code="CONTAINER_NOT_FOUND", name="the row is gone")
+    for j in stops:
+        if j:
+            s.get("/jobs/%d?wait=30" % j)
+    if ccuid:
+        time.sleep(0.5)
+        t.ok(docker_inspect(ccuid) is None, "and the runner never made its container")
+        t.eq(db_query("SELECT COUNT(*) AS n FROM container_tags WHERE tag = 't220-cancel'")[0]["n"], 0, "nor left its tags")
+    for c in busy:
+        destroy(s, c)
 
     # -- listing: newest first, filters, cursor pages that neither skip nor repeat
     ids = [x["id"] for x in db_query("SELECT id FROM jobs WHERE cuid = ? ORDER BY id DESC", (cuid,))]
@@ -217,27 +214,33 @@ def main(t):
     r = requests.get(URL + "/jobs/%d" % jid)
     check_error(t, r, 401, "auth_error", name="GET /jobs/{id} without credentials")
 
-    # -- a request that outlives JOB_TIMEOUT answers 202 with its job (private stack)
+    # -- a request that outlives JOB_TIMEOUT answers 202 with its job (private stack whose one
+    #    runner thread is busy with a slow stop)
     base = tempfile.mkdtemp(prefix="t220.", dir=os.environ.get("CM_IT_TMP") or None)
-    st = PrivateStack(base, ["JOB_TIMEOUT=5", "BOOT_COMMAND=\"sleep 3600\"", "DEFAULT_USER_UID=1000:1000"])
+    st = PrivateStack(base, ["JOB_TIMEOUT=5", "RUNNER_THREADS=1", "BOOT_COMMAND=\"sleep 3600\"",
+                             "DEFAULT_USER_UID=1000:1000"])
     t.add_cleanup(st.stop)
-    if t.ok(st.start(), "private stack with JOB_TIMEOUT=5", st.stderr[-1500:]):
+    if t.ok(st.start(), "private stack with JOB_TIMEOUT=5 and RUNNER_THREADS=1", st.stderr[-1500:]):
         ps = st.session()
-        rps = find_procs("cm-runner", root=st.pid)
-        prp = [p[0] for p in rps if p[1] not in {q[0] for q in rps}]
         made = []
-        if t.ok(prp, "found its runner"):
-            with Paused(prp[0]):
-                t0 = time.monotonic()
-                r = ps.post(st.url + "/containers", json={"image": IMAGE, "tags": ["t220-timeout"]}, timeout=60)
-                el = time.monotonic() - t0
-                jt = accepted(t, r, "a create whose job cannot run within JOB_TIMEOUT")
-                t.ok(5 <= el < 15, "it answered after about JOB_TIMEOUT (%.1f s), not a timeout error" % el)
+        r = ps.post(st.url + "/containers", json={"image": IMAGE, "command": ["sh", "-c", "trap '' TERM; sleep 3600"]})
+        slow = r.json().get("cuid") if r.status_code == 201 else None
+        if t.ok(slow, "a container that ignores SIGTERM", body_text(r)):
+            made.append(slow)
+            ps.post(st.url + "/containers/%s/start" % slow)
+            r = ps.post(st.url + "/containers/%s/stop?async=true" % slow, json={"timeout": 12})
+            js = r.json().get("job_id")
+            t0 = time.monotonic()
+            r = ps.post(st.url + "/containers", json={"image": IMAGE, "tags": ["t220-timeout"]}, timeout=60)
+            el = time.monotonic() - t0
+            jt = accepted(t, r, "a create whose job cannot run within JOB_TIMEOUT")
+            t.ok(5 <= el < 12, "it answered after about JOB_TIMEOUT (%.1f s), not a timeout error" % el)
             if jt:
                 j = ps.get(st.url + "/jobs/%d?wait=30" % jt).json()
                 t.eq(j.get("status"), "succeeded", "the job carried on and succeeded")
                 made.append(j.get("cuid"))
                 t.ok(docker_inspect(j.get("cuid")) is not None, "Docker has its container")
+            ps.get(st.url + "/jobs/%s?wait=30" % js)
         for c in made:
             ps.delete(st.url + "/containers/%s" % c)
         t.ok(st.stop(), "the private stack stops")

@@ -107,5 +107,22 @@ int main(void)
 		snprintf(json, sizeof json, "{\"image\":\"x\",\"%s\":true}", dangerous[i]);
 		refuse(json, "FORBIDDEN_OPTION", dangerous[i]);
 	}
+	/* image references */
+	static const char *const good_refs[] = {"busybox", "busybox:latest", "library/busybox:1.36", "cm-test-busybox:latest",
+						"registry.example.com:5000/team/app:v1.2_3", "localhost/x", "a__b/c-d.e:T",
+						"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+						"0123456789ab", "app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"};
+	for (size_t i = 0; i < sizeof good_refs / sizeof good_refs[0]; i++)
+		ok(cm_valid_image_ref(good_refs[i], false), "image ref %s accepted", good_refs[i]);
+	static const char *const bad_refs[] = {"", "Busybox", "busy box", "-x", "x-", "a..b", "a___b", "x:", ":tag", "x:-t",
+					       "x/", "/x", "x//y", "x@sha256:123", "host:99999/x", "x:tag:more", "sha256:xyz",
+					       "x\ny", "../x"};
+	for (size_t i = 0; i < sizeof bad_refs / sizeof bad_refs[0]; i++)
+		ok(!cm_valid_image_ref(bad_refs[i], false), "image ref '%s' refused", bad_refs[i]);
+	ok(!cm_valid_image_ref("app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", true),
+	   "a digest is not a build tag");
+	ok(!cm_valid_image_ref("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", true),
+	   "an image id is not a build tag");
+	ok(cm_valid_image_ref("team/app:v1", true), "team/app:v1 is a build tag");
 	return tap_done();
 }

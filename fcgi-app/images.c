@@ -1,0 +1,521 @@
+/* images.c: /images and POST /containers/{cuid}/commit.
+ *
+ * Image reads (list, inspect) ask Docker directly: images are not mirrored in SQLite. Changes
+ * (build, delete, commit) are jobs like every other change. A build's context streams into
+ * DATA/builds/ and is checked (an archive, clean names, a Dockerfile) before its job is queued,
+ * so a bad context leaves no job behind. */
+#include "config.h"
+#include "app.h"
+#include "buildctx.h"
+#include "spec.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define IO_CHUNK 65536
+#define BUILD_WAIT 600 /* a synchronous build waits JOB_TIMEOUT + this, then answers 202 */
+
+static const char *path_ref(struct cm_req *r)
+{
+	const char *ref = r->params[0];
+	if (!cm_valid_image_ref(ref, false)) {
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_IMAGE_REF", "ref",
+				  "'%.80s' is not an image reference (name[:tag], name@sha256:..., or an image id)",
+				  cm_valid_utf8(ref, strlen(ref)) ? ref : "?");
+		return NULL;
+	}
+	return ref;
+}
+
+/* GET /images/json or /images/REF/json into *v; answers errors itself. Returns the status. */
+static long docker_get(struct cm_req *r, const char *path, yajl_val *v)
+{
+	struct cm_error err = {0};
+	*v = NULL;
+	struct cm_docker *d = cm_app_docker(r, &err);
+	struct cm_buf resp = {.limit = 32 << 20};
+	long st = d ? cm_docker_call(d, "GET", path, NULL, &resp, 60, &err) : -1;
+	if (st == 200 && !(*v = cm_json_parse(cm_buf_str(&resp), resp.len, &err)))
+		st = -1;
+	if (st < 0)
+		cm_respond_error(r, &err, NULL);
+	cm_buf_free(&resp);
+	return st;
+}
+
+static void emit_tags(yajl_gen g, yajl_val tags)
+{
+	cm_jg_str(g, "tags");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; YAJL_IS_ARRAY(tags) && i < tags->u.array.len; i++)
+		if (YAJL_IS_STRING(tags->u.array.values[i]) && strcmp(tags->u.array.values[i]->u.string, "<none>:<none>"))
+			cm_jg_str(g, tags->u.array.values[i]->u.string);
+	yajl_gen_array_close(g);
+}
+
+void h_images_list(struct cm_req *r)
+{
+	yajl_val v;
+	long st = docker_get(r, "/images/json", &v);
+	if (st < 0)
+		return;
+	if (st != 200) {
+		cm_respond_errorf(r, 500, "compose_error", "DOCKER_ERROR", NULL, "Docker answered %ld to the image list", st);
+		return;
+	}
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_str(g, "images");
+	yajl_gen_array_open(g);
+	for (size_t i = 0; YAJL_IS_ARRAY(v) && i < v->u.array.len; i++) {
+		yajl_val im = v->u.array.values[i];
+		yajl_gen_map_open(g);
+		cm_jg_kv_str(g, "id", cm_json_get_str(im, "Id"));
+		emit_tags(g, cm_json_get(im, "RepoTags"));
+		long long n = 0;
+		cm_json_get_int(im, "Size", &n);
+		cm_jg_kv_int(g, "size", n);
+		n = 0;
+		cm_json_get_int(im, "Created", &n);
+		cm_jg_kv_time(g, "created_at", n * 1000);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+	yajl_gen_map_close(g);
+	yajl_tree_free(v);
+	char *body = cm_jg_finish(g);
+	cm_respond_json(r, 200, NULL, body ? body : "{\"images\":[]}");
+	free(body);
+}
+
+void h_image_get(struct cm_req *r)
+{
+	const char *ref = path_ref(r);
+	if (!ref)
+		return;
+	struct cm_buf p = {0};
+	cm_buf_puts(&p, "/images/");
+	cm_buf_urlenc(&p, ref);
+	cm_buf_puts(&p, "/json");
+	yajl_val v;
+	long st = docker_get(r, cm_buf_str(&p), &v);
+	cm_buf_free(&p);
+	if (st < 0)
+		return;
+	if (st == 404) {
+		cm_respond_errorf(r, 404, "not_found", "IMAGE_NOT_FOUND", "ref", "image %s not found", ref);
+		return;
+	}
+	if (st != 200) {
+		cm_respond_errorf(r, 500, "compose_error", "DOCKER_ERROR", "ref", "Docker answered %ld to the image inspect", st);
+		return;
+	}
+	yajl_val cfg = cm_json_get(v, "Config");
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, "id", cm_json_get_str(v, "Id"));
+	emit_tags(g, cm_json_get(v, "RepoTags"));
+	long long size = 0;
+	cm_json_get_int(v, "Size", &size);
+	cm_jg_kv_int(g, "size", size);
+	cm_jg_kv_str(g, "created", cm_json_get_str(v, "Created"));
+	cm_jg_kv_str(g, "architecture", cm_json_get_str(v, "Architecture"));
+	cm_jg_kv_str(g, "os", cm_json_get_str(v, "Os"));
+	static const char *const keys[][2] = {{"Cmd", "cmd"}, {"Entrypoint", "entrypoint"}, {"Env", "env"},
+					      {"ExposedPorts", "exposed_ports"}, {"WorkingDir", "working_dir"},
+					      {"User", "user"}, {"Labels", "labels"}};
+	cm_jg_str(g, "config");
+	yajl_gen_map_open(g);
+	for (size_t i = 0; i < CM_ARRAY_LEN(keys); i++) {
+		yajl_val x = cm_json_get(cfg, keys[i][0]);
+		cm_jg_str(g, keys[i][1]);
+		if (x)
+			cm_jg_value(g, x);
+		else
+			cm_jg_null(g);
+	}
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+	yajl_tree_free(v);
+	char *body = cm_jg_finish(g);
+	cm_respond_json(r, 200, NULL, body ? body : "{}");
+	free(body);
+}
+
+void h_image_delete(struct cm_req *r)
+{
+	const char *ref = path_ref(r);
+	if (!ref)
+		return;
+	/* a managed container using it (any state): 409 with their ids, and nothing is queued */
+	struct cm_error err = {0};
+	struct cm_docker *d = cm_app_docker(r, &err);
+	if (!d) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	struct cm_buf f = {0}, p = {0}, resp = {.limit = 8 << 20};
+	cm_buf_puts(&f, "{\"ancestor\":[");
+	yajl_gen g = cm_jg_new();
+	cm_jg_str(g, ref);
+	char *jref = cm_jg_finish(g);
+	cm_buf_printf(&f, "%s],\"label\":[\"io.container-manager.cuid\"]}", jref ? jref : "\"\"");
+	free(jref);
+	cm_buf_puts(&p, "/containers/json?all=1&filters=");
+	cm_buf_urlenc(&p, cm_buf_str(&f));
+	long st = cm_docker_call(d, "GET", cm_buf_str(&p), NULL, &resp, 60, &err);
+	cm_buf_free(&f);
+	cm_buf_free(&p);
+	if (st < 0) {
+		cm_buf_free(&resp);
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	yajl_val users = st == 200 ? cm_json_parse(cm_buf_str(&resp), resp.len, &err) : NULL;
+	cm_buf_free(&resp);
+	if (users && YAJL_IS_ARRAY(users) && users->u.array.len > 0) {
+		struct cm_buf names = {0};
+		for (size_t i = 0; i < users->u.array.len && i < 10; i++) {
+			const char *c = cm_json_get_str(cm_json_get(users->u.array.values[i], "Labels"), "io.container-manager.cuid");
+			cm_buf_printf(&names, "%s%s", i ? ", " : "", c ? c : "?");
+		}
+		cm_respond_errorf(r, 409, "conflict", "IMAGE_IN_USE", "ref", "image %s is used by managed container(s) %s", ref,
+				  cm_buf_str(&names));
+		cm_buf_free(&names);
+		yajl_tree_free(users);
+		return;
+	}
+	if (users)
+		yajl_tree_free(users);
+	struct cm_buf args = {0}, key = {0};
+	g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, "ref", ref);
+	yajl_gen_map_close(g);
+	char *a = cm_jg_finish(g);
+	cm_buf_printf(&key, "image:%s", ref);
+	char *result = NULL;
+	int rc = a ? cm_run_job(r, "image.delete", cm_buf_str(&key), a, 60, NULL, NULL, &result) : -1;
+	free(a);
+	cm_buf_free(&args);
+	cm_buf_free(&key);
+	free(result);
+	if (rc > 0)
+		cm_respond(r, 204, NULL, NULL, NULL, 0);
+	else if (rc < 0 && !r->responded)
+		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
+}
+
+static bool context_type(const char *ct)
+{
+	static const char *const ok[] = {"application/zip", "application/x-zip-compressed", "application/x-tar",
+					 "application/tar", "application/gzip", "application/x-gzip", "application/x-xz",
+					 "application/x-bzip2", "application/octet-stream"};
+	for (size_t i = 0; ct && i < CM_ARRAY_LEN(ok); i++) {
+		size_t n = strlen(ok[i]);
+		if (!strncasecmp(ct, ok[i], n) && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' '))
+			return true;
+	}
+	return false;
+}
+
+/* The body into fd, bounded by UPLOAD_MAX_BYTES. */
+static int spool(struct cm_req *r, int fd, struct cm_error *err)
+{
+	char *buf = malloc(IO_CHUNK);
+	int64_t total = 0, max = r->app->cfg.upload_max_bytes;
+	int rc = buf ? 0 : cm_err_internal(err, "out of memory");
+	while (rc == 0) {
+		int n = FCGX_GetStr(buf, IO_CHUNK, r->fr->in);
+		if (n <= 0)
+			break;
+		total += n;
+		if (total > max) {
+			rc = cm_err_set(err, 413, "payload_too_large", "BODY_TOO_LARGE", "body",
+					"the build context is larger than %lld bytes", (long long)max);
+			break;
+		}
+		for (int off = 0; off < n && rc == 0;) {
+			ssize_t w = write(fd, buf + off, (size_t)(n - off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				rc = cm_err_set(err, errno == ENOSPC ? 507 : 500, "io_error", errno == ENOSPC ? "DISK_FULL" : "IO_ERROR",
+						NULL, "cannot store the build context: %s", strerror(errno));
+			else
+				off += (int)w;
+		}
+	}
+	free(buf);
+	if (rc == 0 && total == 0)
+		rc = cm_err_validation(err, "EMPTY_BODY", "body", "send the build context (a zip or tar archive) as the body");
+	return rc;
+}
+
+void h_image_build(struct cm_req *r)
+{
+	struct cm_error err = {0};
+	const struct cm_config *cfg = &r->app->cfg;
+	const char *tag = cm_req_query(r, "tag");
+	char ctx_path[PATH_MAX] = "", name[40];
+	int fd = -1;
+	struct cm_buildctx b = {.max_unpacked = cfg->upload_max_unpacked, .max_entries = cfg->upload_max_entries};
+	if (!tag) {
+		cm_err_validation(&err, "MISSING_FIELD", "tag", "give the image a name: ?tag=name[:tag]");
+		goto fail;
+	}
+	if (!cm_valid_image_ref(tag, true)) {
+		cm_err_validation(&err, "INVALID_IMAGE_REF", "tag", "'%.80s' is not an image name (lower-case name[:tag])",
+				  cm_valid_utf8(tag, strlen(tag)) ? tag : "?");
+		goto fail;
+	}
+	const char *df = cm_req_query(r, "dockerfile"), *bd = cm_req_query(r, "build_dir");
+	if ((df && strlen(df) >= sizeof b.dockerfile) || (bd && strlen(bd) >= sizeof b.build_dir)) {
+		cm_err_validation(&err, "INVALID_VALUE", df && strlen(df) >= sizeof b.dockerfile ? "dockerfile" : "build_dir",
+				  "too long");
+		goto fail;
+	}
+	snprintf(b.dockerfile, sizeof b.dockerfile, "%s", df ? df : "");
+	snprintf(b.build_dir, sizeof b.build_dir, "%s", bd ? bd : "");
+	if (!context_type(cm_req_header(r, "CONTENT_TYPE"))) {
+		cm_err_validation(&err, "INVALID_CONTENT_TYPE", "Content-Type",
+				  "send the build context as application/zip or application/x-tar (optionally gzip)");
+		goto fail;
+	}
+	const char *cl = cm_req_header(r, "CONTENT_LENGTH");
+	if (cl && *cl && strtoll(cl, NULL, 10) > cfg->upload_max_bytes) {
+		cm_err_set(&err, 413, "payload_too_large", "BODY_TOO_LARGE", "body", "the build context is larger than %lld bytes",
+			   (long long)cfg->upload_max_bytes);
+		goto fail;
+	}
+	unsigned char rnd[18];
+	if (cm_random_bytes(rnd, sizeof rnd) < 0) {
+		cm_err_internal(&err, "no randomness");
+		goto fail;
+	}
+	cm_b64url_encode(name, rnd, sizeof rnd);
+	for (char *p = name; *p; p++)
+		if (*p == '-' || *p == '_')
+			*p = 'x'; /* a plain name: no leading dot or dash */
+	if (cm_config_path(cfg, ctx_path, sizeof ctx_path, "builds") < 0 || cm_mkdir_p(ctx_path, 0700) < 0 ||
+	    strlen(ctx_path) + strlen(name) + 2 > sizeof ctx_path) {
+		cm_err_set(&err, 500, "io_error", "IO_ERROR", NULL, "cannot create the builds directory");
+		ctx_path[0] = '\0';
+		goto fail;
+	}
+	strcat(ctx_path, "/");
+	strcat(ctx_path, name);
+	fd = open(ctx_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		cm_err_set(&err, 500, "io_error", "IO_ERROR", NULL, "cannot store the build context: %s", strerror(errno));
+		ctx_path[0] = '\0';
+		goto fail;
+	}
+	if (spool(r, fd, &err) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		cm_err_set(&err, 500, "io_error", "IO_ERROR", NULL, "cannot store the build context: %s", strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (cm_buildctx_scan(ctx_path, &b, &err) < 0)
+		goto fail_nodrain;
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, "context", name);
+	cm_jg_kv_str(g, "tag", tag);
+	cm_jg_kv_str(g, "dockerfile", b.dockerfile);
+	cm_jg_kv_str(g, "build_dir", b.build_dir);
+	yajl_gen_map_close(g);
+	char *args = cm_jg_finish(g);
+	struct cm_buf key = {0};
+	cm_buf_printf(&key, "image:%s", tag);
+	char *result = NULL;
+	int rc = args ? cm_run_job(r, "image.build", cm_buf_str(&key), args, BUILD_WAIT, NULL, NULL, &result) : -1;
+	free(args);
+	cm_buf_free(&key);
+	if (rc > 0) {
+		cm_respond_json(r, 201, NULL, result ? result : "{}");
+	} else if (rc < 0) {
+		if (!r->responded)
+			cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
+		/* the job never got queued (or failed): the runner removes the context when it ran;
+		 * when it was not queued at all it is ours to remove */
+		if (!r->job_id)
+			unlink(ctx_path);
+	}
+	free(result);
+	return;
+fail:
+	cm_req_drain(r);
+fail_nodrain:
+	if (fd >= 0)
+		close(fd);
+	if (ctx_path[0])
+		unlink(ctx_path);
+	cm_respond_error(r, &err, NULL);
+}
+
+void h_container_commit(struct cm_req *r)
+{
+	const char *cuid = cm_path_cuid(r);
+	if (!cuid)
+		return;
+	struct cm_error err = {0};
+	yajl_val v = cm_req_json(r, false, &err);
+	if (!v) {
+		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	const char *repo = NULL, *tag = NULL, *comment = NULL;
+	for (size_t i = 0; YAJL_IS_OBJECT(v) && i < v->u.object.len; i++) {
+		const char *k = v->u.object.keys[i];
+		yajl_val x = v->u.object.values[i];
+		const char **slot = !strcmp(k, "repository") ? &repo : !strcmp(k, "tag") ? &tag : !strcmp(k, "comment") ? &comment : NULL;
+		if (!slot) {
+			cm_err_validation(&err, "UNKNOWN_FIELD", k, "unknown field \"%.64s\" (repository, tag, comment)", k);
+			goto fail;
+		}
+		if (!YAJL_IS_STRING(x)) {
+			cm_err_validation(&err, "INVALID_TYPE", k, "%s must be a string", k);
+			goto fail;
+		}
+		*slot = YAJL_GET_STRING(x);
+	}
+	if (!YAJL_IS_OBJECT(v)) {
+		cm_err_validation(&err, "INVALID_TYPE", NULL, "the body must be an object {repository, tag}");
+		goto fail;
+	}
+	if (!repo || !*repo) {
+		cm_err_validation(&err, "MISSING_FIELD", "repository", "repository is required");
+		goto fail;
+	}
+	if (strchr(repo, ':') && !strchr(repo, '/')) {
+		cm_err_validation(&err, "INVALID_IMAGE_REF", "repository", "give the tag in \"tag\", not in repository");
+		goto fail;
+	}
+	char full[400];
+	snprintf(full, sizeof full, "%s:%s", repo, tag ? tag : "latest");
+	if (strlen(repo) > 255 || (tag && strlen(tag) > 128) || !cm_valid_image_ref(full, true)) {
+		cm_err_validation(&err, "INVALID_IMAGE_REF", tag && !cm_valid_image_ref(repo, true) ? "repository" : (tag ? "tag" : "repository"),
+				  "'%.80s' is not a valid image name", cm_valid_utf8(full, strlen(full)) ? full : "?");
+		goto fail;
+	}
+	if (comment && strlen(comment) > 1024) {
+		cm_err_validation(&err, "INVALID_VALUE", "comment", "comment is longer than 1024 bytes");
+		goto fail;
+	}
+	if (!cm_container_exists(r, cuid)) {
+		yajl_tree_free(v);
+		return;
+	}
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, "repository", repo);
+	cm_jg_kv_str(g, "tag", tag ? tag : "latest");
+	if (comment)
+		cm_jg_kv_str(g, "comment", comment);
+	yajl_gen_map_close(g);
+	yajl_tree_free(v);
+	char *args = cm_jg_finish(g);
+	char *result = NULL;
+	int rc = args ? cm_run_job(r, "commit", cuid, args, 600, NULL, NULL, &result) : -1;
+	free(args);
+	if (rc > 0)
+		cm_respond_json(r, 201, NULL, result ? result : "{}");
+	else if (rc < 0 && !r->responded)
+		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
+	free(result);
+	return;
+fail:
+	yajl_tree_free(v);
+	cm_respond_error(r, &err, NULL);
+}
+
+/* GET /jobs/{id}/log: a build job's output so far (text); ?follow=1 streams it until the job ends. */
+void h_job_log(struct cm_req *r)
+{
+	const char *s = r->params[0];
+	if (!*s || strlen(s) > 18 || strspn(s, "0123456789") != strlen(s) || s[0] == '0') {
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_JOB_ID", "id", "'%.40s' is not a job id",
+				  cm_valid_utf8(s, strlen(s)) ? s : "?");
+		return;
+	}
+	int64_t id = strtoll(s, NULL, 10);
+	r->job_id = id;
+	const char *fv = cm_req_query(r, "follow");
+	bool follow = fv && (!strcmp(fv, "1") || !strcmp(fv, "true"));
+	if (fv && !follow && strcmp(fv, "0") && strcmp(fv, "false")) {
+		cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "follow", "follow must be true or false");
+		return;
+	}
+	static const char *q = "SELECT j.status, b.log FROM jobs j LEFT JOIN builds b ON b.job_id = j.id WHERE j.id = ? "
+			       "ORDER BY b.id DESC LIMIT 1";
+	struct cm_db *db = &r->app->db;
+	struct cm_error err = {0};
+	size_t sent = 0;
+	bool started = false;
+	int64_t deadline = cm_monotonic_ms() + 3600 * 1000LL;
+	for (;;) {
+		sqlite3_stmt *st = cm_db_stmt(db, q, &err);
+		if (!st) {
+			if (!started)
+				cm_respond_error(r, &err, NULL);
+			return;
+		}
+		sqlite3_bind_int64(st, 1, id);
+		int rc = sqlite3_step(st);
+		if (rc != SQLITE_ROW) {
+			sqlite3_reset(st);
+			if (!started) {
+				if (rc == SQLITE_DONE)
+					cm_respond_errorf(r, 404, "not_found", "JOB_NOT_FOUND", "id", "job %lld not found", (long long)id);
+				else
+					cm_respond_error(r, (cm_db_fail(db, &err, "read job"), &err), NULL);
+			}
+			return;
+		}
+		bool ended = strcmp(cm_col_str(st, 0), "queued") && strcmp(cm_col_str(st, 0), "running");
+		const char *log = cm_col_str(st, 1);
+		size_t len = log ? (size_t)sqlite3_column_bytes(st, 1) : 0;
+		char *chunk = NULL;
+		size_t clen = 0;
+		if (len > sent) {
+			clen = len - sent;
+			chunk = malloc(clen);
+			if (chunk)
+				memcpy(chunk, log + sent, clen);
+		} else if (len < sent) {
+			sent = len; /* the kept tail moved on */
+		}
+		sqlite3_reset(st);
+		if (!follow) {
+			cm_respond(r, 200, "text/plain; charset=utf-8", NULL, chunk ? chunk : "", chunk ? clen : 0);
+			free(chunk);
+			return;
+		}
+		if (!started) {
+			cm_respond_start(r, 200, "text/plain; charset=utf-8", "X-Accel-Buffering: no\r\n", -1);
+			started = true;
+		}
+		if (chunk) {
+			if (FCGX_PutStr(chunk, (int)clen, r->fr->out) < 0 || FCGX_FFlush(r->fr->out) < 0) {
+				free(chunk);
+				return; /* the client went away */
+			}
+			sent += clen;
+			free(chunk);
+		}
+		if (ended || cm_monotonic_ms() > deadline)
+			return;
+		/* no transaction is held between looks */
+		usleep(300 * 1000);
+	}
+}

@@ -1,0 +1,276 @@
+/* build.c: image builds through the Engine API's /build, shared by start_container's
+ * definitions and POST /images/build: the context streams from memory or a file, the output
+ * is kept (its tail) in the builds table, flushed while the build runs so that
+ * GET /jobs/{id}/log shows it as it happens, and the job's progress names the current step. */
+#include "config.h"
+#include "runner.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BUILD_LOG_MAX (1 << 20)
+#define FLUSH_MS 500
+
+struct build_io {
+	struct ctx *c;
+	const char *mem;
+	size_t len, off;
+	FILE *file;
+	int64_t build_id;
+	struct cm_buf log;     /* text output (tail kept) */
+	struct cm_buf line;
+	char error[512];
+	char step[256];
+	int64_t flushed_at;
+	size_t flushed_len;
+	bool got_id;
+	bool read_error;
+};
+
+static size_t b_read(char *buf, size_t size, void *ud)
+{
+	struct build_io *b = ud;
+	if (b->file) {
+		size_t n = fread(buf, 1, size, b->file);
+		if (n == 0 && ferror(b->file))
+			b->read_error = true;
+		return n;
+	}
+	size_t n = b->len - b->off < size ? b->len - b->off : size;
+	memcpy(buf, b->mem + b->off, n);
+	b->off += n;
+	return n;
+}
+
+static void b_log(struct build_io *b, const char *s, size_t n)
+{
+	if (b->log.len + n > BUILD_LOG_MAX) {
+		/* keep the tail: the error is at the end */
+		size_t drop = b->log.len + n - BUILD_LOG_MAX;
+		if (drop > b->log.len)
+			drop = b->log.len;
+		memmove(b->log.data, b->log.data + drop, b->log.len - drop);
+		b->log.len -= drop;
+		b->flushed_len = 0;
+	}
+	cm_buf_append(&b->log, s, n > BUILD_LOG_MAX ? BUILD_LOG_MAX : n);
+}
+
+/* Writes the log so far into the build's row and the step into the job's progress. */
+static void b_flush(struct build_io *b, bool force)
+{
+	int64_t now = cm_monotonic_ms();
+	if (!force && (now - b->flushed_at < FLUSH_MS || b->log.len == b->flushed_len))
+		return;
+	b->flushed_at = now;
+	b->flushed_len = b->log.len;
+	struct cm_error err;
+	if (b->build_id > 0) {
+		sqlite3_stmt *st = cm_db_stmt(&b->c->db, "UPDATE builds SET log = ? WHERE id = ?", &err);
+		if (st) {
+			sqlite3_bind_text(st, 1, cm_buf_str(&b->log), (int)b->log.len, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 2, b->build_id);
+			sqlite3_step(st); /* progress only: a busy database skips one update */
+			sqlite3_reset(st);
+		}
+	}
+	if (b->c->job_id > 0) {
+		yajl_gen g = cm_jg_new();
+		if (!g)
+			return;
+		yajl_gen_map_open(g);
+		cm_jg_kv_str(g, "phase", "building");
+		cm_jg_kv_str(g, "step", b->step[0] ? b->step : NULL);
+		cm_jg_kv_int(g, "log_bytes", (long long)b->log.len);
+		cm_jg_kv_int(g, "build_id", b->build_id);
+		yajl_gen_map_close(g);
+		char *js = cm_jg_finish(g);
+		sqlite3_stmt *st = js ? cm_db_stmt(&b->c->db, "UPDATE jobs SET progress = ? WHERE id = ?", &err) : NULL;
+		if (st) {
+			sqlite3_bind_text(st, 1, js, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 2, b->c->job_id);
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		}
+		free(js);
+	}
+}
+
+static void b_line(struct build_io *b, const char *text, size_t len)
+{
+	struct cm_error e;
+	yajl_val v = cm_json_parse(text, len, &e);
+	if (!v) {
+		b_log(b, text, len);
+		b_log(b, "\n", 1);
+		return;
+	}
+	const char *s = cm_json_get_str(v, "stream");
+	const char *er = cm_json_get_str(v, "error");
+	const char *st = cm_json_get_str(v, "status");
+	if (s) {
+		b_log(b, s, strlen(s));
+		if (!strncmp(s, "Step ", 5)) {
+			snprintf(b->step, sizeof b->step, "%s", s);
+			b->step[strcspn(b->step, "\r\n")] = '\0';
+		}
+	}
+	if (st) {
+		b_log(b, st, strlen(st));
+		b_log(b, "\n", 1);
+	}
+	if (er) {
+		snprintf(b->error, sizeof b->error, "%s", er);
+		b_log(b, "ERROR: ", 7);
+		b_log(b, er, strlen(er));
+		b_log(b, "\n", 1);
+	}
+	if (cm_json_get(cm_json_get(v, "aux"), "ID"))
+		b->got_id = true;
+	yajl_tree_free(v);
+	b_flush(b, false);
+}
+
+static int b_body(const char *data, size_t len, void *ud)
+{
+	struct build_io *b = ud;
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] == '\n') {
+			if (b->line.len)
+				b_line(b, b->line.data, b->line.len);
+			b->line.len = 0;
+		} else if (b->line.len < (1 << 20)) {
+			cm_buf_append(&b->line, data + i, 1);
+		}
+	}
+	return 0;
+}
+
+static int64_t build_row(struct ctx *c, const char *image, const char *hash, const char *tag, struct cm_error *err)
+{
+	static const char *sql = "INSERT INTO builds(image, hash, tag, status, job_id, started_at) VALUES (?, ?, ?, 'running', ?, ?)";
+	for (int attempt = 0; attempt < 50; attempt++) {
+		sqlite3_stmt *st = cm_db_stmt(&c->db, sql, err);
+		if (!st)
+			return -1;
+		sqlite3_bind_text(st, 1, image, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, hash, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, tag, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, c->job_id);
+		sqlite3_bind_int64(st, 5, cm_now_ms());
+		int rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc == SQLITE_DONE)
+			return sqlite3_last_insert_rowid(c->db.h);
+		if (rc != SQLITE_BUSY)
+			break;
+		usleep(50000);
+	}
+	return cm_db_fail(&c->db, err, "record build");
+}
+
+static void build_done(struct ctx *c, int64_t id, bool ok, const char *log, const char *error)
+{
+	static const char *sql = "UPDATE builds SET status = ?, log = ?, error = ?, finished_at = ? WHERE id = ?";
+	struct cm_error err;
+	for (int attempt = 0; attempt < 50; attempt++) {
+		sqlite3_stmt *st = cm_db_stmt(&c->db, sql, &err);
+		if (!st)
+			return;
+		sqlite3_bind_text(st, 1, ok ? "succeeded" : "failed", -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, log, -1, SQLITE_STATIC);
+		if (error)
+			sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, cm_now_ms());
+		sqlite3_bind_int64(st, 5, id);
+		int rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_BUSY)
+			return;
+		usleep(50000);
+	}
+}
+
+int docker_image_exists(struct ctx *c, const char *tag, struct cm_error *err)
+{
+	struct cm_buf p = {0}, r = {.limit = 4 << 20};
+	cm_buf_puts(&p, "/images/");
+	cm_buf_urlenc(&p, tag);
+	cm_buf_puts(&p, "/json");
+	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 60, err);
+	cm_buf_free(&p);
+	cm_buf_free(&r);
+	if (st == 200)
+		return 1;
+	if (st == 404)
+		return 0;
+	return st < 0 ? -1 : cm_err_internal(err, "image inspect failed (%ld)", st);
+}
+
+
+int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, struct cm_error *err)
+{
+	int64_t bid = build_row(c, o->name, o->hash, o->tag, err);
+	if (bid < 0)
+		return -1;
+	struct cm_buf path = {0};
+	cm_buf_puts(&path, "/build?rm=1&forcerm=1&dockerfile=");
+	cm_buf_urlenc(&path, o->dockerfile);
+	cm_buf_puts(&path, "&t=");
+	cm_buf_urlenc(&path, o->tag);
+	if (o->labels_json) {
+		cm_buf_puts(&path, "&labels=");
+		cm_buf_urlenc(&path, o->labels_json);
+	}
+	struct build_io b = {.c = c, .mem = o->mem, .len = o->mem_len, .file = o->file, .build_id = bid};
+	struct cm_docker_io io = {.read = b_read, .body = b_body, .ud = &b};
+	cm_info("building %s for %s", o->tag, o->what);
+	long st = cm_docker_exchange(&c->docker, "POST", cm_buf_str(&path), &io, 3600, err);
+	cm_buf_free(&path);
+	if (b.line.len)
+		b_line(&b, b.line.data, b.line.len);
+	int rc = 0;
+	if (b.read_error) {
+		snprintf(b.error, sizeof b.error, "the build context could not be read");
+		rc = cm_err_internal(err, "%s", b.error);
+	} else if (st < 0) {
+		snprintf(b.error, sizeof b.error, "%s", err->message);
+		rc = -1;
+	} else if (st != 200) {
+		char msg[400] = "";
+		cm_docker_message(cm_buf_str(&b.log), msg, sizeof msg);
+		snprintf(b.error, sizeof b.error, "Docker answered %ld: %s", st, msg[0] ? msg : cm_buf_str(&b.log));
+		rc = cm_err_set(err, 422, "build_error", "BUILD_FAILED", "image", "building %s failed: %s", o->what, b.error);
+	} else if (b.error[0]) {
+		rc = cm_err_set(err, 422, "build_error", "BUILD_FAILED", "image", "building %s failed: %s", o->what, b.error);
+	} else {
+		/* the stream may end without an error line when the build was cut short */
+		int e2 = docker_image_exists(c, o->tag, err);
+		if (e2 <= 0) {
+			snprintf(b.error, sizeof b.error, "the build ended without producing %s", o->tag);
+			rc = e2 < 0 ? -1 : cm_err_set(err, 422, "build_error", "BUILD_FAILED", "image", "%s", b.error);
+		}
+	}
+	if (rc == 0 && image_id) {
+		struct cm_buf p = {0}, r = {.limit = 4 << 20};
+		cm_buf_puts(&p, "/images/");
+		cm_buf_urlenc(&p, o->tag);
+		cm_buf_puts(&p, "/json");
+		struct cm_error e3;
+		image_id[0] = '\0';
+		if (cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 60, &e3) == 200) {
+			yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, &e3);
+			snprintf(image_id, 80, "%s", v && cm_json_get_str(v, "Id") ? cm_json_get_str(v, "Id") : "");
+			if (v)
+				yajl_tree_free(v);
+		}
+		cm_buf_free(&p);
+		cm_buf_free(&r);
+	}
+	b_flush(&b, true);
+	build_done(c, bid, rc == 0, cm_buf_str(&b.log), rc == 0 ? NULL : b.error);
+	cm_buf_free(&b.log);
+	cm_buf_free(&b.line);
+	return rc;
+}
