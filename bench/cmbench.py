@@ -537,7 +537,7 @@ class Stack:
             with open(path, errors="replace") as f:
                 for line in f:
                     m = re.search(r'"(\S+) (\S+) [^"]*" (\d{3}) ', line)
-                    if not m or CHECK_UA in line:
+                    if not m or CHECK_UA in line or "container-manager-readiness" in line:
                         continue
                     meth, uri, st = m.group(1), m.group(2), int(m.group(3))
                     if uri.startswith("/healthz"):

@@ -372,7 +372,7 @@ static int http_probe(const char *listen_spec)
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int status = -1;
 	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-		static const char req[] = "GET /version HTTP/1.0\r\nHost: localhost\r\nX-Request-Id: serve-readiness\r\n\r\n";
+		static const char req[] = "GET /version HTTP/1.0\r\nHost: localhost\r\nUser-Agent: container-manager-readiness\r\n\r\n";
 		char buf[64] = "";
 		size_t got = 0;
 		if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof req - 1)) {

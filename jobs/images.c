@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,10 +31,27 @@ static int context_path(struct ctx *c, const char *name, char *out, size_t outsz
 	return 0;
 }
 
+struct repack_arg {
+	const char *path;
+	const struct cm_buildctx *b;
+	int fd;
+	int rc;
+	struct cm_error err;
+};
+
+/* Re-packs into the pipe while the Engine API reads the other end: no temporary copy. */
+static void *repack_thread(void *p)
+{
+	struct repack_arg *a = p;
+	a->rc = cm_buildctx_repack(a->path, a->b, a->fd, &a->err);
+	close(a->fd);
+	return NULL;
+}
+
 static int job_build(struct ctx *c, yajl_val args, char **result, struct cm_error *err)
 {
 	const char *name = cm_json_get_str(args, "context"), *tag = cm_json_get_str(args, "tag");
-	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	char path[PATH_MAX];
 	if (!tag || context_path(c, name, path, sizeof path, err) < 0)
 		return tag ? -1 : cm_err_internal(err, "build job without a tag");
 	if (access(path, R_OK) != 0)
@@ -45,27 +63,55 @@ static int job_build(struct ctx *c, yajl_val args, char **result, struct cm_erro
 	snprintf(b.dockerfile, sizeof b.dockerfile, "%s",
 		 cm_json_get_str(args, "dockerfile") ? cm_json_get_str(args, "dockerfile") : "");
 	int rc = -1;
-	snprintf(tmp, sizeof tmp, "%s.tar", path);
-	int fd = -1;
 	FILE *f = NULL;
+	pthread_t th;
+	bool threaded = false;
+	struct repack_arg ra = {.path = path, .b = &b, .fd = -1};
 	if (cm_buildctx_scan(path, &b, err) < 0)
 		goto out;
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot write the build context: %s", strerror(errno));
+	if (b.tar && !b.build_dir[0]) {
+		/* a tar of the whole context (compressed or not) is what /build takes as it is */
+		f = fopen(path, "rbe");
+	} else {
+		int p[2];
+		if (pipe2(p, O_CLOEXEC) < 0) {
+			cm_err_internal(err, "pipe: %s", strerror(errno));
+			goto out;
+		}
+		ra.fd = p[1];
+		if (pthread_create(&th, NULL, repack_thread, &ra) != 0) {
+			close(p[0]);
+			close(p[1]);
+			cm_err_internal(err, "cannot start the re-packing");
+			goto out;
+		}
+		threaded = true;
+		f = fdopen(p[0], "rb");
+		if (!f)
+			close(p[0]);
+	}
+	if (!f) {
+		cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot read the build context: %s", strerror(errno));
 		goto out;
 	}
-	if (cm_buildctx_repack(path, &b, fd, err) < 0)
-		goto out;
-	if (lseek(fd, 0, SEEK_SET) < 0 || !(f = fdopen(fd, "rb"))) {
-		cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot read the build context back");
-		goto out;
-	}
-	fd = -1;
 	char what[300], image_id[80] = "";
 	snprintf(what, sizeof what, "image %s", tag);
 	struct build_opts o = {.name = tag, .hash = "upload", .tag = tag, .dockerfile = b.dockerfile, .what = what, .file = f};
-	if (docker_build(c, &o, image_id, err) < 0)
+	int brc = docker_build(c, &o, image_id, err);
+	if (threaded) {
+		/* Docker stopped reading (a failed build): unblock the writer, then wait for it */
+		fclose(f);
+		f = NULL;
+		pthread_join(th, NULL);
+		threaded = false;
+		/* a context refused while re-packing (too large, corrupt) is the cause; a write error
+		 * is only the echo of Docker giving up, whose own error is the cause */
+		if (ra.rc < 0 && (brc == 0 || ra.err.status != 500)) {
+			*err = ra.err;
+			goto out;
+		}
+	}
+	if (brc < 0)
 		goto out;
 	struct cm_buf r = {0};
 	cm_buf_printf(&r, "{\"image_id\":\"%s\",\"tag\":\"%s\",\"dockerfile\":", image_id, tag);
@@ -82,9 +128,8 @@ static int job_build(struct ctx *c, yajl_val args, char **result, struct cm_erro
 out:
 	if (f)
 		fclose(f);
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
+	if (threaded)
+		pthread_join(th, NULL);
 	unlink(path);
 	return rc;
 }

@@ -139,6 +139,7 @@ int cm_buildctx_scan(const char *path, struct cm_buildctx *b, struct cm_error *e
 		if (reg && !strcmp(rest, "Dockerfile"))
 			has_docker = true;
 	}
+	b->tar = (archive_format(a) & ARCHIVE_FORMAT_BASE_MASK) == ARCHIVE_FORMAT_TAR;
 	if (rc == 0 && r != ARCHIVE_EOF)
 		rc = cm_err_validation(err, b->entries ? "CORRUPT_ARCHIVE" : "NOT_AN_ARCHIVE", "body",
 				       "the build context is not a readable zip or tar archive: %s",

@@ -14,6 +14,7 @@ struct cm_buildctx {
 	/* filled by scan */
 	long entries;
 	int64_t unpacked;
+	bool tar;               /* a tar (maybe compressed), not a zip */
 };
 
 /* Checks every entry (clean relative name; a file, directory or symbolic link) and finds the
