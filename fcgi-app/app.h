@@ -133,6 +133,9 @@ int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char 
 	       pre_insert_fn pre, void *ctx, char **result);
 /* archive.c: this worker's Engine API client (for streams and image reads) */
 struct cm_docker *cm_app_docker(struct cm_req *r, struct cm_error *err);
+/* GET path from Docker, the JSON answer parsed into *v (status 200 only). Returns the status, or
+ * -1 after answering the error itself. */
+long cm_app_docker_get(struct cm_req *r, const char *path, yajl_val *v);
 
 /* images.c */
 void h_images_list(struct cm_req *r);
@@ -141,6 +144,12 @@ void h_image_delete(struct cm_req *r);
 void h_image_build(struct cm_req *r);
 void h_container_commit(struct cm_req *r);
 void h_job_log(struct cm_req *r);
+
+/* volumes.c */
+void h_volumes_list(struct cm_req *r);
+void h_volume_get(struct cm_req *r);
+void h_volume_create(struct cm_req *r);
+void h_volume_delete(struct cm_req *r);
 
 /* jobs.c */
 /* 202 with {job_id, status_url, status} and Location: the job runs in the background. */

@@ -21,6 +21,21 @@ struct cm_docker *cm_app_docker(struct cm_req *r, struct cm_error *err)
 	return &docker;
 }
 
+long cm_app_docker_get(struct cm_req *r, const char *path, yajl_val *v)
+{
+	struct cm_error err = {0};
+	*v = NULL;
+	struct cm_docker *d = cm_app_docker(r, &err);
+	struct cm_buf resp = {.limit = 32 << 20};
+	long st = d ? cm_docker_call(d, "GET", path, NULL, &resp, 60, &err) : -1;
+	if (st == 200 && !(*v = cm_json_parse(cm_buf_str(&resp), resp.len, &err)))
+		st = -1;
+	if (st < 0)
+		cm_respond_error(r, &err, NULL);
+	cm_buf_free(&resp);
+	return st;
+}
+
 /* The container's Docker id from its row (404 when there is no row). */
 static int docker_id(struct cm_req *r, const char *cuid, char *out, size_t outsz, struct cm_error *err)
 {

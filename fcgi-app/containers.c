@@ -134,8 +134,8 @@ struct create_ctx {
 static int insert_container(struct cm_db *db, void *vctx, struct cm_error *err)
 {
 	static const char *ins = "INSERT INTO containers(cuid, image, command, env, tags, cpus, memory, pids, "
-				 "ports, status, created_at, updated_at, owner) "
-				 "VALUES (?,?,?,?,?,?,?,?,?,'creating',?,?,?)";
+				 "ports, status, created_at, updated_at, owner, volumes) "
+				 "VALUES (?,?,?,?,?,?,?,?,?,'creating',?,?,?,?)";
 	static const char *tag = "INSERT INTO container_tags(tag, seq) SELECT value, ? FROM json_each(?)";
 	struct create_ctx *c = vctx;
 	sqlite3_stmt *st = cm_db_stmt(db, ins, err);
@@ -155,6 +155,7 @@ static int insert_container(struct cm_db *db, void *vctx, struct cm_error *err)
 	sqlite3_bind_int64(st, 10, now);
 	sqlite3_bind_int64(st, 11, now);
 	sqlite3_bind_text(st, 12, c->user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 13, c->spec->volumes ? c->spec->volumes : "[]", -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		return cm_db_fail(db, err, "insert container");
 	int64_t seq = sqlite3_last_insert_rowid(db->h);

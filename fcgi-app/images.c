@@ -33,21 +33,6 @@ static const char *path_ref(struct cm_req *r)
 	return ref;
 }
 
-/* GET /images/json or /images/REF/json into *v; answers errors itself. Returns the status. */
-static long docker_get(struct cm_req *r, const char *path, yajl_val *v)
-{
-	struct cm_error err = {0};
-	*v = NULL;
-	struct cm_docker *d = cm_app_docker(r, &err);
-	struct cm_buf resp = {.limit = 32 << 20};
-	long st = d ? cm_docker_call(d, "GET", path, NULL, &resp, 60, &err) : -1;
-	if (st == 200 && !(*v = cm_json_parse(cm_buf_str(&resp), resp.len, &err)))
-		st = -1;
-	if (st < 0)
-		cm_respond_error(r, &err, NULL);
-	cm_buf_free(&resp);
-	return st;
-}
 
 static void emit_tags(yajl_gen g, yajl_val tags)
 {
@@ -62,7 +47,7 @@ static void emit_tags(yajl_gen g, yajl_val tags)
 void h_images_list(struct cm_req *r)
 {
 	yajl_val v;
-	long st = docker_get(r, "/images/json", &v);
+	long st = cm_app_docker_get(r, "/images/json", &v);
 	if (st < 0)
 		return;
 	if (st != 200) {
@@ -104,7 +89,7 @@ void h_image_get(struct cm_req *r)
 	cm_buf_urlenc(&p, ref);
 	cm_buf_puts(&p, "/json");
 	yajl_val v;
-	long st = docker_get(r, cm_buf_str(&p), &v);
+	long st = cm_app_docker_get(r, cm_buf_str(&p), &v);
 	cm_buf_free(&p);
 	if (st < 0)
 		return;

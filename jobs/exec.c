@@ -307,6 +307,35 @@ static char *create_body(struct ctx *c, const char *cuid, const struct cm_spec *
 	snprintf(buf, sizeof buf, "%s:/app", dir);
 	cm_jg_str(g, buf);
 	yajl_gen_array_close(g);
+	/* named volumes and allowed host directories, as validated (spec.c) */
+	struct cm_error verr;
+	yajl_val vols = s->volumes ? cm_json_parse(s->volumes, strlen(s->volumes), &verr) : NULL;
+	if (vols && YAJL_IS_ARRAY(vols) && vols->u.array.len) {
+		cm_jg_str(g, "Mounts");
+		yajl_gen_array_open(g);
+		for (size_t i = 0; i < vols->u.array.len; i++) {
+			yajl_val m = vols->u.array.values[i];
+			const char *type = cm_json_get_str(m, "type");
+			yajl_gen_map_open(g);
+			cm_jg_kv_str(g, "Type", type && !strcmp(type, "bind") ? "bind" : "volume");
+			cm_jg_kv_str(g, "Source", cm_json_get_str(m, "source"));
+			cm_jg_kv_str(g, "Target", cm_json_get_str(m, "target"));
+			cm_jg_str(g, "ReadOnly");
+			cm_jg_bool(g, YAJL_IS_TRUE(cm_json_get(m, "read_only")));
+			if (type && !strcmp(type, "volume")) {
+				/* never create a volume on the fly: POST /volumes makes them */
+				cm_jg_str(g, "VolumeOptions");
+				yajl_gen_map_open(g);
+				cm_jg_str(g, "NoCopy");
+				cm_jg_bool(g, false);
+				yajl_gen_map_close(g);
+			}
+			yajl_gen_map_close(g);
+		}
+		yajl_gen_array_close(g);
+	}
+	if (vols)
+		yajl_tree_free(vols);
 	emit_confinement(g);
 	cm_jg_kv_int(g, "Memory", s->memory);
 	cm_jg_kv_int(g, "MemorySwap", s->memory);
@@ -462,6 +491,33 @@ static int docker_remove(struct ctx *c, const char *name, struct cm_error *err)
 
 /* Creates a container named name for spec; returns its id (caller frees) or NULL. An existing
  * container of that name carrying our cuid label is taken as already created (job re-run). */
+/* Every named volume of s exists (Docker would quietly create a missing one). */
+static int volumes_exist(struct ctx *c, const struct cm_spec *s, struct cm_error *err)
+{
+	yajl_val vols = s->volumes ? cm_json_parse(s->volumes, strlen(s->volumes), err) : NULL;
+	int rc = 0;
+	for (size_t i = 0; vols && YAJL_IS_ARRAY(vols) && i < vols->u.array.len && rc == 0; i++) {
+		yajl_val m = vols->u.array.values[i];
+		const char *type = cm_json_get_str(m, "type"), *name = cm_json_get_str(m, "source");
+		if (!type || strcmp(type, "volume") || !name)
+			continue;
+		struct cm_buf p = {0}, r = {.limit = 1 << 20};
+		cm_buf_puts(&p, "/volumes/");
+		cm_buf_urlenc(&p, name);
+		long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 30, err);
+		if (st == 404)
+			rc = cm_err_set(err, 404, "not_found", "VOLUME_NOT_FOUND", "volumes", "volume %s does not exist (POST /volumes creates it)",
+					name);
+		else if (st != 200)
+			rc = st < 0 ? -1 : cm_err_set(err, 500, "compose_error", "DOCKER_ERROR", "volumes", "volume inspect failed (%ld)", st);
+		cm_buf_free(&p);
+		cm_buf_free(&r);
+	}
+	if (vols)
+		yajl_tree_free(vols);
+	return rc;
+}
+
 static char *docker_create(struct ctx *c, const char *cuid, const char *name, const struct cm_spec *s,
 			   struct cm_error *err)
 {
@@ -478,6 +534,8 @@ static char *docker_create(struct ctx *c, const char *cuid, const char *name, co
 			cm_warn("cannot write %s: %s", compose, strerror(errno));
 		cm_buf_free(&y);
 	}
+	if (volumes_exist(c, s, err) < 0)
+		return NULL;
 	char *body = create_body(c, cuid, s, dir);
 	if (!body) {
 		cm_err_internal(err, "out of memory");
@@ -785,7 +843,7 @@ undo:
 static int save_spec(struct ctx *c, const char *cuid, const struct cm_spec *s, struct cm_error *err)
 {
 	static const char *upd = "UPDATE containers SET image = ?, command = ?, env = ?, tags = ?, cpus = ?, "
-				 "memory = ?, pids = ?, ports = ?, updated_at = ?, version = version + 1 WHERE cuid = ?";
+				 "memory = ?, pids = ?, ports = ?, updated_at = ?, volumes = ?11, version = version + 1 WHERE cuid = ?10";
 	static const char *del_tags = "DELETE FROM container_tags WHERE seq = (SELECT seq FROM containers WHERE cuid = ?)";
 	static const char *ins_tags = "INSERT INTO container_tags(tag, seq) SELECT j.value, c.seq FROM containers c, "
 				      "json_each(c.tags) j WHERE c.cuid = ?";
@@ -805,6 +863,7 @@ static int save_spec(struct ctx *c, const char *cuid, const struct cm_spec *s, s
 	sqlite3_bind_text(st, 8, s->ports, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 9, cm_now_ms());
 	sqlite3_bind_text(st, 10, cuid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 11, s->volumes ? s->volumes : "[]", -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		goto dbfail;
 	const char *tag_sql[] = {del_tags, ins_tags};
@@ -846,11 +905,12 @@ static int job_update(struct ctx *c, const char *cuid, yajl_val args, char **res
 	next.env = strdup(spec.env);
 	next.tags = strdup(spec.tags);
 	next.ports = strdup(spec.ports);
+	next.volumes = strdup(spec.volumes ? spec.volumes : "[]");
 	next.cpus = spec.cpus;
 	next.memory = spec.memory;
 	next.pids = spec.pids;
 	unsigned changed = 0;
-	if (!next.image || !next.command || !next.env || !next.tags || !next.ports) {
+	if (!next.image || !next.command || !next.env || !next.tags || !next.ports || !next.volumes) {
 		cm_err_internal(err, "out of memory");
 		cm_spec_free(&next);
 		goto out;
@@ -965,7 +1025,7 @@ int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, c
 		return cm_err_internal(err, "job without a container");
 	if (!strncmp(kind, "h.", 2))
 		return harpoon_job(c, kind, cuid, args, result, err);
-	if (!strncmp(kind, "image.", 6))
+	if (!strncmp(kind, "image.", 6) || !strncmp(kind, "volume.", 7))
 		return images_job(c, kind, cuid, args, result, err);
 	if (!strcmp(kind, "create"))
 		return job_create(c, cuid, result, err);

@@ -211,9 +211,90 @@ int job_commit(struct ctx *c, const char *cuid, yajl_val args, char **result, st
 	return rc;
 }
 
+/* volume.create {name, labels}: 409 when it exists; the instance label marks it as made here. */
+static int job_volume_create(struct ctx *c, yajl_val args, char **result, struct cm_error *err)
+{
+	const char *name = cm_json_get_str(args, "name");
+	if (!name)
+		return cm_err_internal(err, "volume.create without a name");
+	struct cm_buf p = {0}, r = {.limit = 1 << 20};
+	cm_buf_puts(&p, "/volumes/");
+	cm_buf_urlenc(&p, name);
+	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 30, err);
+	cm_buf_free(&p);
+	r.len = 0;
+	if (st == 200) {
+		cm_buf_free(&r);
+		return cm_err_set(err, 409, "conflict", "VOLUME_EXISTS", "name", "volume %s already exists", name);
+	}
+	if (st != 404) {
+		cm_buf_free(&r);
+		return st < 0 ? -1 : cm_err_set(err, 500, "compose_error", "DOCKER_ERROR", "name", "volume inspect failed (%ld)", st);
+	}
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, "Name", name);
+	cm_jg_str(g, "Labels");
+	yajl_gen_map_open(g);
+	yajl_val labels = cm_json_get(args, "labels");
+	for (size_t i = 0; YAJL_IS_OBJECT(labels) && i < labels->u.object.len; i++)
+		if (YAJL_IS_STRING(labels->u.object.values[i]))
+			cm_jg_kv_str(g, labels->u.object.keys[i], labels->u.object.values[i]->u.string);
+	cm_jg_kv_str(g, "io.container-manager.instance", c->rn->instance);
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+	char *body = cm_jg_finish(g);
+	st = body ? cm_docker_call(&c->docker, "POST", "/volumes/create", body, &r, 60, err) : -1;
+	free(body);
+	int rc = -1;
+	if (st == 201 || st == 200) {
+		*result = strdup(r.len ? cm_buf_str(&r) : "{}");
+		rc = *result ? 0 : cm_err_internal(err, "out of memory");
+	} else if (st > 0) {
+		char msg[400] = "";
+		cm_docker_message(cm_buf_str(&r), msg, sizeof msg);
+		cm_err_set(err, st == 400 ? 400 : 500, st == 400 ? "validation_error" : "compose_error",
+			   st == 400 ? "DOCKER_REJECTED" : "DOCKER_ERROR", "name", "Docker refused the volume: %s", msg);
+	}
+	cm_buf_free(&r);
+	return rc;
+}
+
+static int job_volume_delete(struct ctx *c, yajl_val args, char **result, struct cm_error *err)
+{
+	const char *name = cm_json_get_str(args, "name");
+	if (!name)
+		return cm_err_internal(err, "volume.delete without a name");
+	struct cm_buf p = {0}, r = {.limit = 1 << 20};
+	cm_buf_puts(&p, "/volumes/");
+	cm_buf_urlenc(&p, name);
+	long st = cm_docker_call(&c->docker, "DELETE", cm_buf_str(&p), NULL, &r, 60, err);
+	cm_buf_free(&p);
+	int rc = -1;
+	char msg[400] = "";
+	if (st > 0 && st != 204)
+		cm_docker_message(cm_buf_str(&r), msg, sizeof msg);
+	if (st == 204) {
+		*result = strdup("{}");
+		rc = *result ? 0 : cm_err_internal(err, "out of memory");
+	} else if (st == 404) {
+		cm_err_set(err, 404, "not_found", "VOLUME_NOT_FOUND", "name", "volume %s not found", name);
+	} else if (st == 409) {
+		cm_err_set(err, 409, "conflict", "VOLUME_IN_USE", "name", "volume %s is in use: %s", name, msg);
+	} else if (st > 0) {
+		cm_err_set(err, 500, "compose_error", "DOCKER_ERROR", "name", "Docker refused to remove %s: %s", name, msg);
+	}
+	cm_buf_free(&r);
+	return rc;
+}
+
 int images_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err)
 {
 	(void)key;
+	if (!strcmp(kind, "volume.create"))
+		return job_volume_create(c, args, result, err);
+	if (!strcmp(kind, "volume.delete"))
+		return job_volume_delete(c, args, result, err);
 	if (!strcmp(kind, "image.build"))
 		return job_build(c, args, result, err);
 	if (!strcmp(kind, "image.delete"))

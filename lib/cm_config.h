@@ -33,6 +33,7 @@ struct cm_config {
 	long ws_max_sessions;        /* open terminal/log sessions at once */
 	long ws_ping_interval;       /* seconds of silence before a ping; hang up after twice that */
 	char images_file[PATH_MAX]; /* image definitions (YAML/JSON), "" = none */
+	char bind_roots[2048];      /* ALLOWED_BIND_ROOTS: host directories binds may come from, comma-separated */
 	bool auth_off;            /* only honoured when every listener is loopback */
 	bool https_listen_default; /* CM_HTTPS_LISTEN was not set anywhere */
 };

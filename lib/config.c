@@ -13,7 +13,7 @@ static const char *const known_keys[] = {
 	"BOOT_COMMAND", "PUBLISH_ADDRESS", "DOCKER_HOST", "DEFAULT_MEMORY", "DEFAULT_PIDS",
 	"DEFAULT_CPUS", "MAX_BODY_BYTES", "WORKERS_MIN", "WORKERS_MAX", "RUNNER_THREADS",
 	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_ENTRIES", "UPLOAD_MAX_RATIO",
-	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL", "CM_IMAGES",
+	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL", "CM_IMAGES", "ALLOWED_BIND_ROOTS",
 };
 
 struct kv {
@@ -193,6 +193,20 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 	}
 	if (set_str(c->images_file, sizeof c->images_file, GET("CM_IMAGES", ""), "CM_IMAGES", err) < 0)
 		return -1;
+	if (set_str(c->bind_roots, sizeof c->bind_roots, GET("ALLOWED_BIND_ROOTS", ""), "ALLOWED_BIND_ROOTS", err) < 0)
+		return -1;
+	{
+		/* every root absolute; "/" would allow everything (the Docker socket included) */
+		char tmp[sizeof c->bind_roots], *save = NULL;
+		snprintf(tmp, sizeof tmp, "%s", c->bind_roots);
+		for (char *r = strtok_r(tmp, ",", &save); r; r = strtok_r(NULL, ",", &save)) {
+			while (*r == ' ')
+				r++;
+			if (r[0] != '/' || !strcmp(r, "/") || strstr(r, ".."))
+				return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "ALLOWED_BIND_ROOTS",
+						  "ALLOWED_BIND_ROOTS holds absolute directories other than / (comma-separated)");
+		}
+	}
 	if (set_str(c->http_listen, sizeof c->http_listen, GET("CM_HTTP_LISTEN", "127.0.0.1:4545"), "CM_HTTP_LISTEN", err) < 0)
 		return -1;
 	if (set_str(c->https_listen, sizeof c->https_listen, GET("CM_HTTPS_LISTEN", https_default), "CM_HTTPS_LISTEN", err) < 0)

@@ -6,7 +6,9 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_ENV 256
@@ -23,7 +25,7 @@ static const char *const forbidden[] = {
 	"privileged", "capadd", "capabilities", "networkmode", "network", "networks", "pidmode", "pid",
 	"ipcmode", "ipc", "utsmode", "uts", "usernsmode", "userns", "devices", "devicecgrouprules",
 	"securityopt", "securityopts", "sysctls", "cgroupparent", "cgroupns", "cgroupnsmode", "runtime",
-	"volumes", "binds", "mounts", "volumesfrom", "tmpfs", "user", "groupadd", "hostconfig",
+	"binds", "mounts", "volumesfrom", "tmpfs", "user", "groupadd", "hostconfig",
 	"oomkilldisable", "oomscoreadj", "capdrop", "readonlyrootfs", "extrahosts", "dns", "init",
 	"restartpolicy", "logconfig", "labels", "entrypoint", "workingdir", "hostname", "shmsize",
 	"ulimits", "deviceRequests", "cpuset", "cpusetcpus", "isolation", "links", "name",
@@ -61,6 +63,7 @@ void cm_spec_free(struct cm_spec *s)
 	free(s->env);
 	free(s->tags);
 	free(s->ports);
+	free(s->volumes);
 	memset(s, 0, sizeof *s);
 }
 
@@ -429,7 +432,7 @@ int cm_spec_from_create(const struct cm_config *cfg, yajl_val req, struct cm_spe
 	for (size_t i = 0; i < req->u.object.len; i++) {
 		const char *k = req->u.object.keys[i];
 		if (!strcmp(k, "image") || !strcmp(k, "env") || !strcmp(k, "tags") || !strcmp(k, "resources") ||
-		    !strcmp(k, "ports") || !strcmp(k, "command"))
+		    !strcmp(k, "ports") || !strcmp(k, "command") || !strcmp(k, "volumes"))
 			continue;
 		if (is_forbidden(k))
 			return cm_err_validation(err, "FORBIDDEN_OPTION", k, "%.64s cannot be set through this API", k);
@@ -474,7 +477,15 @@ int cm_spec_from_create(const struct cm_config *cfg, yajl_val req, struct cm_spe
 	} else {
 		s->ports = strdup("[]");
 	}
-	if (!s->env || !s->tags || !s->ports) {
+	v = cm_json_get(req, "volumes");
+	if (v && !YAJL_IS_NULL(v)) {
+		if (cm_spec_volumes(cfg, v, &tmp, err) < 0)
+			goto fail;
+		replace(&s->volumes, tmp);
+	} else {
+		s->volumes = strdup("[]");
+	}
+	if (!s->env || !s->tags || !s->ports || !s->volumes) {
 		cm_err_internal(err, "out of memory");
 		goto fail;
 	}
@@ -493,7 +504,7 @@ int cm_spec_apply_patch(const struct cm_config *cfg, struct cm_spec *s, yajl_val
 	for (size_t i = 0; i < patch->u.object.len; i++) {
 		const char *k = patch->u.object.keys[i];
 		if (!strcmp(k, "image") || !strcmp(k, "env") || !strcmp(k, "tags") || !strcmp(k, "resources") ||
-		    !strcmp(k, "command"))
+		    !strcmp(k, "command") || !strcmp(k, "volumes"))
 			continue;
 		if (!strcmp(k, "ports"))
 			return cm_err_validation(err, "UNKNOWN_FIELD", k, "ports are changed with PATCH /containers/{cuid}/ports");
@@ -545,6 +556,18 @@ int cm_spec_apply_patch(const struct cm_config *cfg, struct cm_spec *s, yajl_val
 		if (strcmp(tmp, s->tags))
 			*changed |= CM_CHANGED_TAGS;
 		replace(&s->tags, tmp);
+	}
+	if ((v = cm_json_get(patch, "volumes"))) {
+		if (YAJL_IS_NULL(v)) {
+			tmp = strdup("[]");
+			if (!tmp)
+				return cm_err_internal(err, "out of memory");
+		} else if (cm_spec_volumes(cfg, v, &tmp, err) < 0) {
+			return -1;
+		}
+		if (!s->volumes || strcmp(tmp, s->volumes))
+			*changed |= CM_CHANGED_VOLUMES;
+		replace(&s->volumes, tmp);
 	}
 	if ((v = cm_json_get(patch, "resources")) && !YAJL_IS_NULL(v)) {
 		double c = s->cpus;
@@ -670,4 +693,184 @@ bool cm_valid_image_ref(const char *s, bool tag_only)
 		start = stop + 1;
 	}
 	return true;
+}
+
+bool cm_valid_volume_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n < 2 || n > 255 || !isalnum((unsigned char)s[0]))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!(isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '.' || s[i] == '-'))
+			return false;
+	return true;
+}
+
+/* A clean absolute container path into out (no "..", no "//", no trailing "/"). */
+static int clean_target(const char *t, char *out, size_t outsz, const char *field, struct cm_error *err)
+{
+	size_t n = strlen(t);
+	if (t[0] != '/' || n >= outsz || n > 4096)
+		return cm_err_validation(err, "INVALID_VALUE", field, "target must be an absolute path in the container");
+	size_t o = 0;
+	for (const char *p = t; *p;) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		size_t l = strcspn(p, "/");
+		if ((l == 1 && p[0] == '.') || (l == 2 && p[0] == '.' && p[1] == '.'))
+			return cm_err_validation(err, "INVALID_VALUE", field, "target must not contain . or .. components");
+		out[o++] = '/';
+		memcpy(out + o, p, l);
+		o += l;
+		p += l;
+	}
+	out[o] = '\0';
+	for (size_t i = 0; i < o; i++)
+		if ((unsigned char)out[i] < 0x20 || out[i] == ',' || out[i] == ':')
+			return cm_err_validation(err, "INVALID_VALUE", field, "target holds a control character, ',' or ':'");
+	if (!o)
+		return cm_err_validation(err, "INVALID_VALUE", field, "target cannot be / itself");
+	if (!strcmp(out, "/app") || !strncmp(out, "/app/", 5))
+		return cm_err_validation(err, "INVALID_VALUE", field, "/app is the container's own file area");
+	static const char *const system[] = {"/proc", "/sys", "/dev", "/etc"};
+	for (size_t i = 0; i < CM_ARRAY_LEN(system); i++) {
+		size_t l = strlen(system[i]);
+		if (!strncmp(out, system[i], l) && (out[l] == '\0' || out[l] == '/'))
+			return cm_err_validation(err, "FORBIDDEN_OPTION", field, "%s cannot be mounted over", system[i]);
+	}
+	return 0;
+}
+
+/* source: an existing host directory (or file) whose real path lies under an allowed root. */
+static int bind_source(const struct cm_config *cfg, const char *src, char *out, const char *field, struct cm_error *err)
+{
+	if (!cfg->bind_roots[0])
+		return cm_err_validation(err, "FORBIDDEN_OPTION", field,
+					 "host directories cannot be mounted here (no ALLOWED_BIND_ROOTS)");
+	if (src[0] != '/' || strlen(src) >= PATH_MAX)
+		return cm_err_validation(err, "INVALID_VALUE", field, "source must be an absolute host path");
+	char real[PATH_MAX];
+	if (!realpath(src, real))
+		return cm_err_validation(err, "INVALID_VALUE", field, "source %.200s does not exist", src);
+	struct stat st;
+	if (stat(real, &st) < 0 || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+		return cm_err_validation(err, "FORBIDDEN_OPTION", field, "source must be a directory or a regular file");
+	char tmp[sizeof cfg->bind_roots], *save = NULL;
+	snprintf(tmp, sizeof tmp, "%s", cfg->bind_roots);
+	for (char *r = strtok_r(tmp, ",", &save); r; r = strtok_r(NULL, ",", &save)) {
+		while (*r == ' ')
+			r++;
+		char root[PATH_MAX];
+		if (!realpath(r, root))
+			continue;
+		size_t l = strlen(root);
+		if (!strncmp(real, root, l) && (real[l] == '\0' || real[l] == '/')) {
+			snprintf(out, PATH_MAX, "%s", real);
+			return 0;
+		}
+	}
+	return cm_err_validation(err, "FORBIDDEN_OPTION", field, "source %.200s is not under ALLOWED_BIND_ROOTS", src);
+}
+
+int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct cm_error *err)
+{
+	if (!YAJL_IS_ARRAY(v))
+		return type_error(err, "volumes", "an array of {name, target, read_only} or {source, target, read_only}");
+	if (v->u.array.len > 32)
+		return cm_err_validation(err, "INVALID_VALUE", "volumes", "at most 32 volumes");
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return cm_err_internal(err, "out of memory");
+	char targets[32][256];
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < v->u.array.len; i++) {
+		yajl_val m = v->u.array.values[i];
+		char field[48];
+		snprintf(field, sizeof field, "volumes[%zu]", i);
+		if (YAJL_IS_STRING(m)) {
+			/* Docker's "src:dst" strings would smuggle host paths past the checks below */
+			yajl_gen_free(g);
+			return cm_err_validation(err, "FORBIDDEN_OPTION", "volumes",
+						 "volumes take objects {name, target} or {source, target} (source under "
+						 "ALLOWED_BIND_ROOTS), not Docker's \"src:dst\" strings");
+		}
+		if (!YAJL_IS_OBJECT(m)) {
+			yajl_gen_free(g);
+			return type_error(err, field, "an object {name, target, read_only} or {source, target, read_only}");
+		}
+		const char *name = NULL, *source = NULL, *target = NULL;
+		bool ro = false;
+		for (size_t k = 0; k < m->u.object.len; k++) {
+			const char *key = m->u.object.keys[k];
+			yajl_val x = m->u.object.values[k];
+			char f2[64];
+			snprintf(f2, sizeof f2, "%s.%s", field, key);
+			const char **slot = !strcmp(key, "name") ? &name : !strcmp(key, "source") ? &source :
+					    !strcmp(key, "target") ? &target : NULL;
+			if (slot) {
+				if (!YAJL_IS_STRING(x)) {
+					yajl_gen_free(g);
+					return type_error(err, f2, "a string");
+				}
+				*slot = x->u.string;
+			} else if (!strcmp(key, "read_only")) {
+				if (!YAJL_IS_TRUE(x) && !YAJL_IS_FALSE(x)) {
+					yajl_gen_free(g);
+					return type_error(err, f2, "true or false");
+				}
+				ro = YAJL_IS_TRUE(x);
+			} else {
+				yajl_gen_free(g);
+				return cm_err_validation(err, is_forbidden(key) ? "FORBIDDEN_OPTION" : "UNKNOWN_FIELD", f2,
+							 "%s: a volume takes name or source, target and read_only", f2);
+			}
+		}
+		char tf[64], clean[4200], src[PATH_MAX];
+		snprintf(tf, sizeof tf, "%s.target", field);
+		if (!target) {
+			yajl_gen_free(g);
+			return cm_err_validation(err, "MISSING_FIELD", tf, "%s needs a target", field);
+		}
+		if (clean_target(target, clean, sizeof clean, tf, err) < 0) {
+			yajl_gen_free(g);
+			return -1;
+		}
+		if (strlen(clean) >= sizeof targets[0]) {
+			yajl_gen_free(g);
+			return cm_err_validation(err, "INVALID_VALUE", tf, "target is too long");
+		}
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(targets[j], clean)) {
+				yajl_gen_free(g);
+				return cm_err_validation(err, "DUPLICATE_TARGET", tf, "%s is mounted twice", clean);
+			}
+		snprintf(targets[i], sizeof targets[i], "%s", clean);
+		if ((name != NULL) == (source != NULL)) {
+			yajl_gen_free(g);
+			return cm_err_validation(err, "INVALID_VALUE", field, "%s needs exactly one of name (a volume) or source (a host path)",
+						 field);
+		}
+		snprintf(tf, sizeof tf, "%s.%s", field, name ? "name" : "source");
+		if (name && !cm_valid_volume_name(name)) {
+			yajl_gen_free(g);
+			return cm_err_validation(err, "INVALID_VALUE", tf, "'%.80s' is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)",
+						 cm_valid_utf8(name, strlen(name)) ? name : "?");
+		}
+		if (source && bind_source(cfg, source, src, tf, err) < 0) {
+			yajl_gen_free(g);
+			return -1;
+		}
+		yajl_gen_map_open(g);
+		cm_jg_kv_str(g, "type", name ? "volume" : "bind");
+		cm_jg_kv_str(g, "source", name ? name : src);
+		cm_jg_kv_str(g, "target", clean);
+		cm_jg_str(g, "read_only");
+		cm_jg_bool(g, ro);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+	*out = cm_jg_finish(g);
+	return *out ? 0 : cm_err_internal(err, "out of memory");
 }

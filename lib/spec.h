@@ -16,6 +16,7 @@ struct cm_spec {
 	int64_t memory;
 	int64_t pids;
 	char *ports;   /* JSON array of {host, container, protocol} */
+	char *volumes; /* JSON array of {type: volume|bind, source, target, read_only} */
 };
 
 enum {
@@ -25,6 +26,7 @@ enum {
 	CM_CHANGED_RESOURCES = 8,
 	CM_CHANGED_COMMAND = 16,
 	CM_CHANGED_PORTS = 32,
+	CM_CHANGED_VOLUMES = 64,
 };
 
 void cm_spec_free(struct cm_spec *s);
@@ -35,6 +37,11 @@ int cm_spec_apply_patch(const struct cm_config *cfg, struct cm_spec *spec, yajl_
 			struct cm_error *err);
 /* Validates a ports array value (from PATCH .../ports); *out is canonical JSON. */
 int cm_spec_ports(yajl_val v, char **out, struct cm_error *err);
+/* Validates a volumes array: [{name, target, read_only}] (a named volume) or
+ * [{source, target, read_only}] (a host directory under ALLOWED_BIND_ROOTS); *out is canonical. */
+int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct cm_error *err);
+/* Whether s is a name Docker accepts for a volume: [a-zA-Z0-9][a-zA-Z0-9_.-]+, at most 255. */
+bool cm_valid_volume_name(const char *s);
 /* Returns the comma-joined tags of a tags JSON array (caller frees). */
 char *cm_spec_tags_csv(const char *tags_json);
 /* Whether t is an acceptable tag (1-64 of letters, digits, _.:/- starting alphanumeric). */

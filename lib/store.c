@@ -77,6 +77,7 @@ int cm_store_load_spec(struct cm_db *db, const char *cuid, struct cm_spec *s, in
 	s->env = strdup(cm_col_str(st, CC_ENV));
 	s->tags = strdup(cm_col_str(st, CC_TAGS));
 	s->ports = strdup(cm_col_str(st, CC_PORTS));
+	s->volumes = strdup(cm_col_str(st, CC_VOLUMES) ? cm_col_str(st, CC_VOLUMES) : "[]");
 	s->cpus = sqlite3_column_type(st, CC_CPUS) == SQLITE_NULL ? 0 : sqlite3_column_double(st, CC_CPUS);
 	s->memory = sqlite3_column_int64(st, CC_MEMORY);
 	s->pids = sqlite3_column_int64(st, CC_PIDS);
@@ -85,7 +86,7 @@ int cm_store_load_spec(struct cm_db *db, const char *cuid, struct cm_spec *s, in
 	if (status)
 		snprintf(status, statussz, "%s", cm_col_str(st, CC_STATUS));
 	sqlite3_reset(st);
-	if (!s->image || !s->command || !s->env || !s->tags || !s->ports) {
+	if (!s->image || !s->command || !s->env || !s->tags || !s->ports || !s->volumes) {
 		cm_spec_free(s);
 		return cm_err_internal(err, "out of memory");
 	}

@@ -10,11 +10,11 @@
 /* Column list every container SELECT uses, in the order cm_store_emit_container reads. */
 #define CM_CONTAINER_COLS                                                                              \
 	"cuid, docker_id, image, command, env, tags, cpus, memory, pids, ports, ports_actual, status, " \
-	"exit_code, started_at, finished_at, restart_count, created_at, updated_at, version, seq, doc"
+	"exit_code, started_at, finished_at, restart_count, created_at, updated_at, version, seq, doc, volumes"
 enum {
 	CC_CUID, CC_DOCKER_ID, CC_IMAGE, CC_COMMAND, CC_ENV, CC_TAGS, CC_CPUS, CC_MEMORY, CC_PIDS, CC_PORTS,
 	CC_PORTS_ACTUAL, CC_STATUS, CC_EXIT_CODE, CC_STARTED, CC_FINISHED, CC_RESTARTS, CC_CREATED, CC_UPDATED,
-	CC_VERSION, CC_SEQ, CC_DOC
+	CC_VERSION, CC_SEQ, CC_DOC, CC_VOLUMES
 };
 
 /* Emits the container object for the current row of st (selected with CM_CONTAINER_COLS). */

@@ -98,6 +98,11 @@ FORBIDDEN = [
     ("binds host path", good(binds=["/:/host"]), F, "binds"),
     ("volumes host path", good(volumes=["/etc:/etc"]), F, "volumes"),
     ("volumes docker.sock", good(volumes=["/var/run/docker.sock:/var/run/docker.sock"]), F, "volumes"),
+    ("volumes source /etc", good(volumes=[{"source": "/etc", "target": "/host-etc"}]), F, "volumes[0].source"),
+    ("volumes source docker.sock", good(volumes=[{"source": "/var/run/docker.sock", "target": "/s"}]), F,
+     "volumes[0].source"),
+    ("volumes source /", good(volumes=[{"source": "/", "target": "/host"}]), F, "volumes[0].source"),
+    ("volumes over /proc", good(volumes=[{"name": "vol1", "target": "/proc"}]), F, "volumes[0].target"),
     ("binds docker.sock", good(binds=["/var/run/docker.sock:/var/run/docker.sock"]), F, "binds"),
     # not in the contract's named list: must still be refused (FORBIDDEN_OPTION or UNKNOWN_FIELD)
     ("mounts", good(mounts=[{"type": "bind", "source": "/", "target": "/host"}]), {F, "UNKNOWN_FIELD"}, "mounts"),

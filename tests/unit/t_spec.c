@@ -3,6 +3,10 @@
 #include "spec.h"
 #include "tap.h"
 
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 static struct cm_config cfg;
 
 static int create(const char *json, struct cm_spec *s, struct cm_error *err)
@@ -101,12 +105,13 @@ int main(void)
 	refuse("{\"image\":\"x\",\"command\":[1]}", "INVALID_TYPE", "command[0]");
 	const char *dangerous[] = {"privileged", "cap_add", "CapAdd", "network_mode", "pid_mode", "ipc_mode",
 				   "userns_mode", "uts_mode", "devices", "security_opt", "sysctls", "cgroup_parent",
-				   "runtime", "binds", "volumes", "mounts", "HostConfig", "user", "tmpfs"};
+				   "runtime", "binds", "volumes_from", "mounts", "HostConfig", "user", "tmpfs"};
 	for (size_t i = 0; i < sizeof dangerous / sizeof *dangerous; i++) {
 		char json[128];
 		snprintf(json, sizeof json, "{\"image\":\"x\",\"%s\":true}", dangerous[i]);
 		refuse(json, "FORBIDDEN_OPTION", dangerous[i]);
 	}
+	refuse("{\"image\":\"x\",\"volumes\":true}", "INVALID_TYPE", "volumes"); /* supported, as objects */
 	/* image references */
 	static const char *const good_refs[] = {"busybox", "busybox:latest", "library/busybox:1.36", "cm-test-busybox:latest",
 						"registry.example.com:5000/team/app:v1.2_3", "localhost/x", "a__b/c-d.e:T",
@@ -124,5 +129,67 @@ int main(void)
 	ok(!cm_valid_image_ref("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", true),
 	   "an image id is not a build tag");
 	ok(cm_valid_image_ref("team/app:v1", true), "team/app:v1 is a build tag");
+	/* volumes */
+	{
+		char root[] = "/tmp/cm-unit-binds.XXXXXX";
+		if (mkdtemp(root)) {
+			char sub[600], lnk[600];
+			snprintf(sub, sizeof sub, "%s/sub", root);
+			snprintf(lnk, sizeof lnk, "%s/out", root);
+			mkdir(sub, 0755);
+			if (symlink("/etc", lnk) < 0)
+				printf("# symlink failed\n");
+			struct cm_config vc = cfg;
+			snprintf(vc.bind_roots, sizeof vc.bind_roots, "%s", root);
+			struct {
+				const char *json;
+				const char *code; /* NULL: accepted */
+			} vcases[] = {
+				{"[{\"name\":\"data1\",\"target\":\"/data/\"}]", NULL},
+				{"[{\"source\":\"SUB\",\"target\":\"/s\",\"read_only\":true}]", NULL},
+				{"[{\"source\":\"LNK\",\"target\":\"/s\"}]", "FORBIDDEN_OPTION"},
+				{"[{\"source\":\"/etc\",\"target\":\"/s\"}]", "FORBIDDEN_OPTION"},
+				{"[{\"name\":\"x\",\"target\":\"/s\"}]", "INVALID_VALUE"},
+				{"[{\"name\":\"data1\",\"target\":\"/app/x\"}]", "INVALID_VALUE"},
+				{"[{\"name\":\"data1\",\"target\":\"/a/../b\"}]", "INVALID_VALUE"},
+				{"[{\"name\":\"data1\",\"target\":\"/a\"},{\"name\":\"d2\",\"target\":\"//a\"}]", "DUPLICATE_TARGET"},
+				{"[\"/etc:/etc\"]", "FORBIDDEN_OPTION"},
+			};
+			for (size_t i = 0; i < sizeof vcases / sizeof vcases[0]; i++) {
+				char js[1400];
+				const char *src = vcases[i].json;
+				const char *at = strstr(src, "SUB") ? strstr(src, "SUB") : strstr(src, "LNK");
+				if (at)
+					snprintf(js, sizeof js, "%.*s%s%s", (int)(at - src), src, !strncmp(at, "SUB", 3) ? sub : lnk, at + 3);
+				else
+					snprintf(js, sizeof js, "%s", src);
+				struct cm_error e = {0};
+				yajl_val v = cm_json_parse(js, strlen(js), &e);
+				char *out = NULL;
+				int r = v ? cm_spec_volumes(&vc, v, &out, &e) : -1;
+				if (vcases[i].code)
+					ok(r < 0 && !strcmp(e.code, vcases[i].code), "volumes %s refused with %s (got %s: %s)", js, vcases[i].code,
+					   e.code, e.message);
+				else
+					ok(r == 0 && out && strstr(out, "\"target\":\"/"), "volumes %s accepted: %s", js, out ? out : e.message);
+				free(out);
+				if (v)
+					yajl_tree_free(v);
+			}
+			struct cm_error e = {0};
+			const char *nb = "[{\"source\":\"/tmp\",\"target\":\"/t\"}]";
+			yajl_val v = cm_json_parse(nb, strlen(nb), &e);
+			char *out = NULL;
+			ok(v && cm_spec_volumes(&cfg, v, &out, &e) < 0 && !strcmp(e.code, "FORBIDDEN_OPTION"),
+			   "no ALLOWED_BIND_ROOTS: no host path (%s)", e.message);
+			free(out);
+			if (v)
+				yajl_tree_free(v);
+			char cmd[700];
+			snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+			if (system(cmd) != 0)
+				printf("# cleanup failed\n");
+		}
+	}
 	return tap_done();
 }
