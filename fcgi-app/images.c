@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define IO_CHUNK 65536
@@ -243,6 +245,135 @@ static int spool(struct cm_req *r, int fd, struct cm_error *err)
 	return rc;
 }
 
+/* multipart/form-data; boundary=...: the boundary into out (1-70 characters), or false. */
+static bool multipart_boundary(const char *ct, char *out, size_t outsz)
+{
+	if (!ct || strncasecmp(ct, "multipart/form-data", 19))
+		return false;
+	const char *b = strcasestr(ct, "boundary=");
+	if (!b)
+		return false;
+	b += 9;
+	bool quoted = *b == '"';
+	if (quoted)
+		b++;
+	size_t n = quoted ? strcspn(b, "\"") : strcspn(b, "; \t");
+	if (n == 0 || n > 70 || n >= outsz)
+		return false;
+	memcpy(out, b, n);
+	out[n] = '\0';
+	return true;
+}
+
+/* The value of param (name=, filename=) in a Content-Disposition header line. */
+static bool disposition_param(const char *h, size_t hl, const char *param, char *out, size_t outsz)
+{
+	size_t pl = strlen(param);
+	for (size_t i = 0; i + pl < hl; i++) {
+		if ((i == 0 || h[i - 1] == ' ' || h[i - 1] == ';') && !strncasecmp(h + i, param, pl) && h[i + pl] == '=') {
+			const char *v = h + i + pl + 1;
+			size_t left = hl - (i + pl + 1), n;
+			if (left && *v == '"') {
+				v++;
+				left--;
+				const char *q = memchr(v, '"', left);
+				n = q ? (size_t)(q - v) : left;
+			} else {
+				n = strcspn(v, ";\r\n");
+				if (n > left)
+					n = left;
+			}
+			if (n >= outsz)
+				n = outsz - 1;
+			memcpy(out, v, n);
+			out[n] = '\0';
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Replaces the spooled multipart body at path with the content of its file part (the part
+ * named "context", or else the first part with a filename). */
+static int multipart_extract(const char *path, const char *boundary, struct cm_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot read the upload");
+	}
+	size_t len = (size_t)st.st_size;
+	char *m = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+	close(fd);
+	if (m == MAP_FAILED)
+		return cm_err_validation(err, "INVALID_MULTIPART", "body", "the multipart body is empty");
+	char delim[80];
+	int dl = snprintf(delim, sizeof delim, "--%s", boundary);
+	const char *p = memmem(m, len, delim, (size_t)dl), *end = m + len;
+	const char *best = NULL, *best_end = NULL;
+	bool best_named = false;
+	while (p && p + dl + 2 <= end) {
+		const char *q = p + dl;
+		if (q[0] == '-' && q[1] == '-')
+			break; /* the closing delimiter */
+		const char *hdr = memmem(q, (size_t)(end - q), "\r\n", 2);
+		const char *body = hdr ? memmem(hdr, (size_t)(end - hdr), "\r\n\r\n", 4) : NULL;
+		if (!body)
+			break;
+		body += 4;
+		char nd[90];
+		int nl = snprintf(nd, sizeof nd, "\r\n--%s", boundary);
+		const char *next = memmem(body, (size_t)(end - body), nd, (size_t)nl);
+		if (!next)
+			break;
+		/* the part's headers: hdr .. body-4 */
+		char name[64] = "", filename[256] = "";
+		for (const char *h = hdr + 2; h < body - 4;) {
+			const char *eol = memmem(h, (size_t)(body - 2 - h), "\r\n", 2);
+			size_t hl = eol ? (size_t)(eol - h) : (size_t)(body - 4 - h);
+			if (hl > 20 && !strncasecmp(h, "Content-Disposition:", 20)) {
+				disposition_param(h, hl, "name", name, sizeof name);
+				disposition_param(h, hl, "filename", filename, sizeof filename);
+			}
+			h += hl + 2;
+		}
+		bool named = !strcmp(name, "context");
+		if ((named && !best_named) || (!best && filename[0])) {
+			best = body;
+			best_end = next;
+			best_named = named;
+		}
+		p = next + 2;
+	}
+	int rc = 0;
+	if (!best) {
+		rc = cm_err_validation(err, "INVALID_MULTIPART", "body",
+				       "the multipart body has no file part (send the archive as the \"context\" field)");
+	} else {
+		char tmp[PATH_MAX + 8];
+		snprintf(tmp, sizeof tmp, "%s.part", path);
+		int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		size_t n = (size_t)(best_end - best), off = 0;
+		while (out >= 0 && off < n) {
+			ssize_t w = write(out, best + off, n - off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				break;
+			off += (size_t)w;
+		}
+		if (out < 0 || off < n || close(out) < 0 || rename(tmp, path) < 0) {
+			unlink(tmp);
+			rc = cm_err_set(err, errno == ENOSPC ? 507 : 500, "io_error", errno == ENOSPC ? "DISK_FULL" : "IO_ERROR", NULL,
+					"cannot store the build context: %s", strerror(errno));
+		}
+	}
+	munmap(m, len);
+	return rc;
+}
+
 void h_image_build(struct cm_req *r)
 {
 	struct cm_error err = {0};
@@ -268,9 +399,12 @@ void h_image_build(struct cm_req *r)
 	}
 	snprintf(b.dockerfile, sizeof b.dockerfile, "%s", df ? df : "");
 	snprintf(b.build_dir, sizeof b.build_dir, "%s", bd ? bd : "");
-	if (!context_type(cm_req_header(r, "CONTENT_TYPE"))) {
+	char boundary[80];
+	bool multipart = multipart_boundary(cm_req_header(r, "CONTENT_TYPE"), boundary, sizeof boundary);
+	if (!multipart && !context_type(cm_req_header(r, "CONTENT_TYPE"))) {
 		cm_err_validation(&err, "INVALID_CONTENT_TYPE", "Content-Type",
-				  "send the build context as application/zip or application/x-tar (optionally gzip)");
+				  "send the build context as application/zip or application/x-tar (optionally gzip), or as the "
+				  "\"context\" file of multipart/form-data");
 		goto fail;
 	}
 	const char *cl = cm_req_header(r, "CONTENT_LENGTH");
@@ -310,6 +444,8 @@ void h_image_build(struct cm_req *r)
 		goto fail;
 	}
 	fd = -1;
+	if (multipart && multipart_extract(ctx_path, boundary, &err) < 0)
+		goto fail_nodrain;
 	if (cm_buildctx_scan(ctx_path, &b, &err) < 0)
 		goto fail_nodrain;
 	yajl_gen g = cm_jg_new();

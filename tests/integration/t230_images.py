@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 import zipfile
@@ -98,6 +99,29 @@ def main(t):
                headers={"Content-Type": "application/gzip"}, timeout=300)
     t.status(r, 201, "POST /images/build (tar.gz, dockerfile=build/Special.df)")
     t.eq(run_in(tag2, "cat", "/which"), "special", "the named Dockerfile was used")
+
+    # -- multipart/form-data, as browsers and `curl -F` send it
+    tagm = PREFIX + ":multipart"
+    made.append(tagm)
+    ctxm = mktar({"Dockerfile": "FROM %s\nRUN echo multipart > /which\n" % IMAGE})
+    r = s.post("/images/build", params={"tag": tagm}, files={"note": (None, "ignored"),
+                                                              "context": ("ctx.tar", ctxm, "application/x-tar")}, timeout=300)
+    t.status(r, 201, "POST /images/build with a multipart body (context field)")
+    t.eq(run_in(tagm, "cat", "/which"), "multipart", "the multipart context was built")
+    with tempfile.NamedTemporaryFile(suffix=".zip") as zf:
+        zf.write(mkzip({"Dockerfile": "FROM %s\nRUN echo curl-f > /which\n" % IMAGE}))
+        zf.flush()
+        p = subprocess.run(["curl", "-s", "-u", "%s:%s" % (USER, PASS), "-o", "/dev/null", "-w", "%{http_code}",
+                            "-F", "file=@%s;type=application/zip" % zf.name, URL + "/images/build?tag=" + tagm + "2"],
+                           stdout=subprocess.PIPE, timeout=300)
+        made.append(tagm + "2")
+        t.ok(p.stdout.decode() == "201" and run_in(tagm + "2", "cat", "/which") == "curl-f",
+             "curl -F file=@ctx.zip builds (the first file part)", p.stdout.decode())
+    r = s.post("/images/build", params={"tag": tagm}, files={"note": (None, "no file here")})
+    check_error(t, r, 400, code="INVALID_MULTIPART", name="a multipart body without a file part")
+    r = s.post("/images/build", params={"tag": tagm}, data=b"--x\r\n", headers={"Content-Type": "multipart/form-data"})
+    check_error(t, r, 400, code="INVALID_CONTENT_TYPE", name="multipart without a boundary")
+    t.ok(builds_dir_empty(), "no staged context is left after the multipart uploads")
 
     # -- async build streamed with follow=1 while it runs
     tag3 = PREFIX + "/nested:v3"
