@@ -57,6 +57,21 @@ def main(t):
              "no auth: WWW-Authenticate: Basic realm=... on %s" % path, {"WWW-Authenticate": r.headers.get("WWW-Authenticate")})
     r = anon.post("/containers", json={"image": IMAGE})
     check_error(t, r, 401, "auth_error", "AUTH_REQUIRED", name="no auth: POST /containers")
+    # every other resource answers the same without credentials, and with a wrong password
+    others = [("GET", "/jobs"), ("GET", "/jobs/1"), ("GET", "/jobs/1/log"), ("DELETE", "/jobs/1"),
+              ("GET", "/images"), ("GET", "/images/busybox:latest"), ("DELETE", "/images/busybox:latest"),
+              ("POST", "/images/build?tag=x:1"), ("GET", "/volumes"), ("POST", "/volumes"), ("GET", "/volumes/v1"),
+              ("DELETE", "/volumes/v1"), ("POST", "/containers/%s/commit" % cuid), ("GET", "/definitions"),
+              ("GET", "/definitions/web"), ("POST", "/start_container"), ("POST", "/stop_container"),
+              ("POST", "/unlock_container"), ("GET", "/shutdown")]
+    bad_pw = api(auth=False)
+    bad_pw.auth = (USER, PASS + "-wrong")
+    for i, (method, path) in enumerate(others):
+        r = anon.request(method, path)
+        check_error(t, r, 401, "auth_error", "AUTH_REQUIRED", name="no auth: %s %s" % (method, path))
+        if i % 4 == 0:  # a few: 20 wrong passwords in 10 s from one address start the throttle
+            r = bad_pw.request(method, path)
+            check_error(t, r, 401, "auth_error", "INVALID_CREDENTIALS", name="wrong password: %s %s" % (method, path))
     r = wrong_pw.get("/containers")
     check_error(t, r, 401, "auth_error", "INVALID_CREDENTIALS", name="wrong password")
     t.ok(r.headers.get("WWW-Authenticate", "").startswith("Basic realm="), "wrong password: WWW-Authenticate")
