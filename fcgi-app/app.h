@@ -157,6 +157,8 @@ void cm_respond_job_accepted(struct cm_req *r, int64_t id);
 /* ?async=true on a route that runs no job: answers 400 ASYNC_NOT_SUPPORTED and returns true.
  * (Prefer: respond-async is a preference, so it is simply not applied there.) */
 bool cm_refuse_async(struct cm_req *r, const char *why);
+/* The {id} of /jobs/{id}...; answers 400 INVALID_JOB_ID itself and returns -1. */
+int64_t cm_path_job_id(struct cm_req *r);
 void h_job_get(struct cm_req *r);
 void h_jobs_list(struct cm_req *r);
 void h_job_delete(struct cm_req *r);

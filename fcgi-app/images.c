@@ -180,7 +180,7 @@ void h_image_delete(struct cm_req *r)
 	}
 	if (users)
 		yajl_tree_free(users);
-	struct cm_buf args = {0}, key = {0};
+	struct cm_buf key = {0};
 	g = cm_jg_new();
 	yajl_gen_map_open(g);
 	cm_jg_kv_str(g, "ref", ref);
@@ -190,7 +190,6 @@ void h_image_delete(struct cm_req *r)
 	char *result = NULL;
 	int rc = a ? cm_run_job(r, "image.delete", cm_buf_str(&key), a, 60, NULL, NULL, &result) : -1;
 	free(a);
-	cm_buf_free(&args);
 	cm_buf_free(&key);
 	free(result);
 	if (rc > 0)
@@ -422,8 +421,8 @@ void h_image_build(struct cm_req *r)
 	for (char *p = name; *p; p++)
 		if (*p == '-' || *p == '_')
 			*p = 'x'; /* a plain name: no leading dot or dash */
-	if (cm_config_path(cfg, ctx_path, sizeof ctx_path, "builds") < 0 || cm_mkdir_p(ctx_path, 0700) < 0 ||
-	    strlen(ctx_path) + strlen(name) + 2 > sizeof ctx_path) {
+	/* DATA/builds is made by `serve` at start-up */
+	if (cm_config_path(cfg, ctx_path, sizeof ctx_path, "builds") < 0 || strlen(ctx_path) + strlen(name) + 2 > sizeof ctx_path) {
 		cm_err_set(&err, 500, "io_error", "IO_ERROR", NULL, "cannot create the builds directory");
 		ctx_path[0] = '\0';
 		goto fail;
@@ -563,13 +562,9 @@ fail:
 /* GET /jobs/{id}/log: a build job's output so far (text); ?follow=1 streams it until the job ends. */
 void h_job_log(struct cm_req *r)
 {
-	const char *s = r->params[0];
-	if (!*s || strlen(s) > 18 || strspn(s, "0123456789") != strlen(s) || s[0] == '0') {
-		cm_respond_errorf(r, 400, "validation_error", "INVALID_JOB_ID", "id", "'%.40s' is not a job id",
-				  cm_valid_utf8(s, strlen(s)) ? s : "?");
+	int64_t id = cm_path_job_id(r);
+	if (id < 0)
 		return;
-	}
-	int64_t id = strtoll(s, NULL, 10);
 	r->job_id = id;
 	const char *fv = cm_req_query(r, "follow");
 	bool follow = fv && (!strcmp(fv, "1") || !strcmp(fv, "true"));

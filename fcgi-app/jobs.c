@@ -102,7 +102,7 @@ bool cm_refuse_async(struct cm_req *r, const char *why)
 }
 
 /* The {id} path parameter; answers 400 itself when it is not a job id. */
-static int64_t path_job_id(struct cm_req *r)
+int64_t cm_path_job_id(struct cm_req *r)
 {
 	const char *s = r->params[0];
 	if (!*s || strlen(s) > 18 || strspn(s, "0123456789") != strlen(s) || s[0] == '0') {
@@ -157,7 +157,7 @@ static void respond_job(struct cm_req *r, int64_t id, int status)
 
 void h_job_get(struct cm_req *r)
 {
-	int64_t id = path_job_id(r);
+	int64_t id = cm_path_job_id(r);
 	if (id < 0)
 		return;
 	r->job_id = id;
@@ -257,7 +257,7 @@ void h_job_delete(struct cm_req *r)
 {
 	if (cm_refuse_async(r, "cancelling is immediate"))
 		return;
-	int64_t id = path_job_id(r);
+	int64_t id = cm_path_job_id(r);
 	if (id < 0)
 		return;
 	r->job_id = id;
