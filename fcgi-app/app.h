@@ -43,6 +43,7 @@ struct cm_req {
 	int64_t job_id;
 	bool async;        /* Prefer: respond-async or ?async=true: answer 202 with the job */
 	bool async_asked;  /* ?async=true was given (refused where there is no job) */
+	bool dry_run;      /* ?dry_run=true: validate only, change nothing (cm_dry_run) */
 	bool responded;
 };
 
@@ -53,6 +54,8 @@ void cm_respond(struct cm_req *r, int status, const char *content_type, const ch
 void cm_respond_start(struct cm_req *r, int status, const char *content_type, const char *extra_headers,
 		      long long content_length);
 void cm_respond_json(struct cm_req *r, int status, const char *extra_headers, const char *json);
+/* Finishes g (freeing it) and answers its JSON, or 500 when it ran out of memory. */
+void cm_respond_gen(struct cm_req *r, int status, yajl_gen g);
 /* The one place an error becomes the JSON error body (seed 004's schema). */
 void cm_respond_error(struct cm_req *r, const struct cm_error *err, const char *extra_headers);
 int cm_respond_errorf(struct cm_req *r, int status, const char *kind, const char *code, const char *field,
@@ -170,5 +173,29 @@ void h_auth(struct cm_req *r);
 
 /* Routes the request to its handler (404/405 JSON when none matches). */
 void cm_route(struct cm_req *r);
+
+/* The route table (router.c), which describe.c also publishes. */
+struct cm_route {
+	const char *method;
+	const char *pattern;  /* "*" matches one path segment, "**" the rest; captured into r->params */
+	cm_handler handler;   /* NULL: served by nginx and cm-ws, listed for documentation only */
+	const char *action;   /* recorded in the audit row */
+	const char *const *params; /* query parameters it accepts (others: 400) */
+	const char *doc;      /* the path as documented ("/containers/{cuid}"); NULL: internal, not listed */
+	const char *summary;  /* one line for GET / and the OpenAPI summary */
+	const char *body;     /* request body: a schema/ name, "zip", "tar", "build", "object", or NULL */
+	int ok;               /* the success status */
+	const char *resp;     /* success body: a schema/objects.json definition, "text", "octet", "zip", "tar", "stream" */
+	const char *errors;   /* the statuses it answers besides 400, 401, 429, 500, 503: "404 409" */
+};
+const struct cm_route *cm_routes(size_t *n);
+
+/* describe.c: GET /, GET /schema[/{name}], GET /openapi.json */
+void h_index(struct cm_req *r);
+void h_schema(struct cm_req *r);
+void h_openapi(struct cm_req *r);
+/* ?dry_run=true: answers 200 {"valid": true, "dry_run": true} and returns true. Call it once
+ * the request has been validated, before anything changes. */
+bool cm_dry_run(struct cm_req *r);
 
 #endif

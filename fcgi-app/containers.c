@@ -184,6 +184,10 @@ void h_containers_create(struct cm_req *r)
 		cm_respond_error(r, &err, NULL);
 		return;
 	}
+	if (cm_dry_run(r)) {
+		cm_spec_free(&spec);
+		return;
+	}
 	char cuid[38];
 	if (cm_new_cuid(cuid) < 0) {
 		cm_spec_free(&spec);
@@ -353,13 +357,7 @@ void cm_respond_page(struct cm_req *r, sqlite3_stmt *st, const char *key, long l
 		cm_jg_null(g);
 	}
 	yajl_gen_map_close(g);
-	char *body = cm_jg_finish(g);
-	if (!body) {
-		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
-		return;
-	}
-	cm_respond_json(r, 200, NULL, body);
-	free(body);
+	cm_respond_gen(r, 200, g);
 }
 
 static void emit_container_row(yajl_gen g, sqlite3_stmt *st)
@@ -502,6 +500,10 @@ void h_container_patch(struct cm_req *r)
 	if (rc < 0) {
 		yajl_tree_free(patch);
 		cm_respond_error(r, &err, NULL);
+		return;
+	}
+	if (cm_dry_run(r)) {
+		yajl_tree_free(patch);
 		return;
 	}
 	if (!changed) {
@@ -669,7 +671,7 @@ void h_container_ports(struct cm_req *r)
 		cm_respond_error(r, &err, NULL);
 		return;
 	}
-	if (!cm_container_exists(r, cuid)) {
+	if (!cm_container_exists(r, cuid) || cm_dry_run(r)) {
 		free(ports);
 		return;
 	}

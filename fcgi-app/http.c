@@ -67,6 +67,17 @@ void cm_respond(struct cm_req *r, int status, const char *content_type, const ch
 		FCGX_PutStr(body, (int)len, r->fr->out);
 }
 
+void cm_respond_gen(struct cm_req *r, int status, yajl_gen g)
+{
+	char *body = cm_jg_finish(g);
+	if (!body) {
+		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
+		return;
+	}
+	cm_respond_json(r, status, NULL, body);
+	free(body);
+}
+
 void cm_respond_json(struct cm_req *r, int status, const char *extra_headers, const char *json)
 {
 	cm_respond(r, status, "application/json", extra_headers, json, json ? strlen(json) : 0);

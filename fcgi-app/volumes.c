@@ -175,6 +175,10 @@ void h_volume_create(struct cm_req *r)
 			goto fail;
 		}
 	}
+	if (cm_dry_run(r)) {
+		yajl_tree_free(v);
+		return;
+	}
 	yajl_gen g = cm_jg_new();
 	yajl_gen_map_open(g);
 	cm_jg_kv_str(g, "name", name);

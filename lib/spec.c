@@ -710,8 +710,10 @@ bool cm_valid_volume_name(const char *s)
 static int clean_target(const char *t, char *out, size_t outsz, const char *field, struct cm_error *err)
 {
 	size_t n = strlen(t);
-	if (t[0] != '/' || n >= outsz || n > 4096)
+	if (t[0] != '/')
 		return cm_err_validation(err, "INVALID_VALUE", field, "target must be an absolute path in the container");
+	if (n >= outsz || n > 255)
+		return cm_err_validation(err, "INVALID_VALUE", field, "target is longer than 255 bytes");
 	size_t o = 0;
 	for (const char *p = t; *p;) {
 		while (*p == '/')
