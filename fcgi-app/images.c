@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <limits.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -559,7 +561,34 @@ fail:
 	cm_respond_error(r, &err, NULL);
 }
 
+/* A follower holds a worker for as long as it reads, so at most a quarter of WORKERS_MAX
+ * workers follow at once (an flock on one of RUN_DIR/follow.N.lock, released when the
+ * worker closes it or dies); the others always stay free for the rest of the API. */
+static int follow_slot(struct cm_req *r)
+{
+	int slots = r->app->cfg.workers_max / 4;
+	if (slots < 1)
+		slots = 1;
+	for (int i = 0; i < slots; i++) {
+		char p[PATH_MAX + 32];
+		snprintf(p, sizeof p, "%s/follow.%d.lock", r->app->cfg.run_dir, i);
+		int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return fd;
+		close(fd);
+	}
+	struct cm_error err;
+	cm_err_set(&err, 503, "unavailable", "TOO_MANY_FOLLOWERS", "follow",
+		   "%d clients already follow job logs; retry, or read the log without follow", slots);
+	cm_respond_error(r, &err, "Retry-After: 5\r\n");
+	return -1;
+}
+
 /* GET /jobs/{id}/log: a build job's output so far (text); ?follow=1 streams it until the job ends. */
+static void job_log(struct cm_req *r, int64_t id, bool follow);
+
 void h_job_log(struct cm_req *r)
 {
 	int64_t id = cm_path_job_id(r);
@@ -572,6 +601,16 @@ void h_job_log(struct cm_req *r)
 		cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "follow", "follow must be true or false");
 		return;
 	}
+	int slot = follow ? follow_slot(r) : -1;
+	if (follow && slot < 0)
+		return;
+	job_log(r, id, follow);
+	if (slot >= 0)
+		close(slot);
+}
+
+static void job_log(struct cm_req *r, int64_t id, bool follow)
+{
 	static const char *q = "SELECT j.status, b.log FROM jobs j LEFT JOIN builds b ON b.job_id = j.id WHERE j.id = ? "
 			       "ORDER BY b.id DESC LIMIT 1";
 	struct cm_db *db = &r->app->db;

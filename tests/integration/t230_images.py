@@ -147,6 +147,46 @@ def main(t):
          "the first output arrived while the build ran (%.2f s of %.2f s)" % (t_first[0] or -1, total))
     j = s.get("/jobs/%s?wait=30" % ja).json()
     t.eq(j.get("status"), "succeeded", "the async build succeeded")
+
+    # -- followers hold a worker each: at most WORKERS_MAX/4 (16/4) at once, the rest of the API stays free
+    tag5 = PREFIX + "/follow:v5"
+    made.append(tag5)
+    ctx = mktar({"Dockerfile": "FROM %s\nRUN sleep 6\n" % IMAGE})
+    r = s.post("/images/build?async=true", params={"tag": tag5}, data=ctx, headers=TAR)
+    jf = (jbody(r) or {}).get("job_id")
+    got = []
+    opened = threading.Barrier(5, timeout=60)
+
+    def follower():
+        fs = api()
+        try:
+            with fs.get("/jobs/%s/log" % jf, params={"follow": 1}, stream=True, timeout=120) as fr:
+                got.append(fr.status_code)
+                opened.wait()
+                for _ in fr.iter_content(chunk_size=None):
+                    pass
+        except Exception as e:  # noqa: BLE001
+            got.append(repr(e))
+    ths = [threading.Thread(target=follower) for _ in range(4)]
+    for th in ths:
+        th.start()
+    try:
+        opened.wait()
+        r = s.get("/jobs/%s/log" % jf, params={"follow": 1}, timeout=30)
+        check_error(t, r, 503, code="TOO_MANY_FOLLOWERS", name="a fifth follower")
+        t.ok(r.headers.get("Retry-After") == "5", "it carries Retry-After")
+        t0 = time.monotonic()
+        ok_all = all(s.get("/version", timeout=10).status_code == 200 for _ in range(20))
+        t.ok(ok_all and time.monotonic() - t0 < 5, "20 other requests answer while 4 follow (%.2f s)" % (time.monotonic() - t0))
+        r = s.get("/jobs/%s/log" % jf, timeout=30)
+        t.status(r, 200, "reading the log without follow still works")
+    except threading.BrokenBarrierError:
+        t.ok(False, "four followers opened their streams", got)
+    for th in ths:
+        th.join(90)
+    t.ok(got.count(200) == 4, "the four followers got 200 and read to the end", got)
+    r = s.get("/jobs/%s/log" % jf, params={"follow": 1}, timeout=30)
+    t.status(r, 200, "once they are gone a follower is let in again")
     r = s.get("/images/" + tag3)
     t.ok(r.status_code == 200 and tag3 in r.json().get("tags", []), "GET /images/{ref} with a '/' in the name", body_text(r))
 
