@@ -534,7 +534,7 @@ void h_container_commit(struct cm_req *r)
 		cm_err_validation(&err, "INVALID_VALUE", "comment", "comment is longer than 1024 bytes");
 		goto fail;
 	}
-	if (!cm_container_exists(r, cuid)) {
+	if (!cm_container_exists(r, cuid) || cm_dry_run(r)) {
 		yajl_tree_free(v);
 		return;
 	}

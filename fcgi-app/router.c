@@ -25,7 +25,7 @@ static const char *const p_logs[] = {"tail", "since", "timestamps", "follow", "s
 static const struct cm_route routes[] = {
 	{"GET", "/", h_index, "describe.index", p_none, "/", "Returns the list of endpoints that this service provides.", NULL, 200, "index", ""},
 	{"GET", "/schema", h_schema, "describe.schema", p_none, "/schema", "Returns the JSON Schema that POST /containers requests are validated against.", NULL, 200, "object", ""},
-	{"GET", "/schema/*", h_schema, "describe.schema", p_none, "/schema/{name}", "Returns the JSON Schema of one request body (container-create, container-patch, container-ports, volume-create) or of the response objects (objects).", NULL, 200, "object", "404"},
+	{"GET", "/schema/*", h_schema, "describe.schema", p_none, "/schema/{name}", "Returns the JSON Schema of one request body (container-create, container-patch, container-ports, container-commit, volume-create) or of the response objects (objects).", NULL, 200, "object", "404"},
 	{"GET", "/openapi.json", h_openapi, "describe.openapi", p_none, "/openapi.json", "Returns the OpenAPI 3.1 description of every endpoint.", NULL, 200, "object", ""},
 	{"POST", "/containers", h_containers_create, "container.create", p_create, "/containers", "Creates and starts a container from a JSON spec (?dry_run=true only validates).", "container-create", 201, "container", "404 409 413"},
 	{"GET", "/containers", h_containers_list, "container.list", p_list, "/containers", "Lists containers, newest first, filtered by status or tag, one page at a time.", NULL, 200, "container_list", "410"},
@@ -44,7 +44,7 @@ static const struct cm_route routes[] = {
 	{"GET", "/containers/*/download-zip", h_container_download_zip, "files.download_zip", p_path, "/containers/{cuid}/download-zip", "Returns a directory of the container's /app as a zip archive.", NULL, 200, "zip", "404"},
 	{"GET", "/containers/*/archive", h_container_archive_get, "files.archive_get", p_path, "/containers/{cuid}/archive", "Returns a path of the container's filesystem as a tar archive (Docker's archive endpoint).", NULL, 200, "tar", "404"},
 	{"PUT", "/containers/*/archive", h_container_archive_put, "files.archive_put", p_path, "/containers/{cuid}/archive", "Extracts a tar archive into a directory of the container's filesystem.", "tar", 200, "object", "404 409 413 507"},
-	{"POST", "/containers/*/commit", h_container_commit, "container.commit", p_none, "/containers/{cuid}/commit", "Makes an image from a container ({repository, tag, comment}).", "object", 201, "object", "404 409"},
+	{"POST", "/containers/*/commit", h_container_commit, "container.commit", p_create, "/containers/{cuid}/commit", "Makes an image from a container ({repository, tag, comment}; ?dry_run=true only validates).", "container-commit", 201, "object", "404 409"},
 	{"GET", "/containers/*/logs", NULL, "container.logs", p_logs, "/containers/{cuid}/logs", "Streams a container's output (served by the WebSocket helper).", NULL, 200, "stream", "404"},
 	{"GET", "/ws/*", NULL, "ws.terminal", p_tty, "/ws/{cuid}", "WebSocket terminal: a shell in the container (docker exec).", NULL, 101, NULL, "404 409"},
 	{"GET", "/ws/*/logs", NULL, "ws.logs", p_logs, "/ws/{cuid}/logs", "WebSocket stream of a container's output.", NULL, 101, NULL, "404"},

@@ -80,14 +80,17 @@ const STRINGS = ['', 'a', 'A', 'ab', '-bad', '.v', 'v-1', 'UPPER/x', 'a b', 'my-
   'web', 'team:blue', 'tag with space', '_x', 'x_', '9lives', 'CONTAINER_UID', 'TAGS', 'tcp', 'udp', 'TCP', '512m', '1g',
   '5m', '6m', '6291455', '6291456', '4096g', '4097g', '4t', '1.5g', '12kb', '12KB', 'k', '0', 'abc',
   '99999999999999999999999', 'io.container-manager.x', 'team/x.y', 'x'.repeat(129), 'x'.repeat(1025), 'sleep 1',
-  'relative/path', '/nonexistent-bind-source'];
+  'relative/path', '/nonexistent-bind-source', 'registry.example:5000/team/app', 'localhost/x', 'localhost:5000/a',
+  'Host.Example/app', 'host:99999/a', 'host:65535/a', 'host:00080/a', 'h:/a', 'a..b', 'a___b', 'a__b', 'sha256', 'x/', '/x',
+  'a:b', 'a.b/c_d', 'a_b.c/d', 'LocalHost/x', 'my-app', 'a-', 'v1.0', '.tag', 'latest', 'x'.repeat(128), 'y'.repeat(200)];
 if (BIND_ROOT) STRINGS.push(BIND_ROOT, BIND_ROOT + '/', path.join(BIND_ROOT, 'missing'), BIND_ROOT + '/../');
 const NUMBERS = [0, 1, -1, 0.005, 0.01, 0.5, 1.5, 2, 3, 7, 80, 1023, 1024, 8080, 65535, 65536, 6291455, 6291456,
   4398046511104, 4398046511105, 4194304, 4194305, 1e300, -0.5];
 const OTHER = [null, true, false, [], {}, ['a'], { a: 'b' }, [1, 2], [{ container: 80 }]];
 const KEYS = ['image', 'command', 'env', 'tags', 'resources', 'ports', 'volumes', 'name', 'labels', 'cpus', 'memory',
   'pids', 'host', 'container', 'protocol', 'source', 'target', 'read_only', 'privileged', 'Image', 'host_ip', 'extra',
-  'FOO', 'BAR_1', '1BAD', 'bad-name', 'team', 'io.container-manager.x', 'CONTAINER_UID', 'driver'];
+  'FOO', 'BAR_1', '1BAD', 'bad-name', 'team', 'io.container-manager.x', 'CONTAINER_UID', 'driver', 'repository', 'tag',
+  'comment', 'author'];
 
 function randomValue() {
   const k = rnd(10);
@@ -160,6 +163,9 @@ function knownGaps(doc) {
     seen.add(kc);
     if (p.host) seen.add(kh);
   }
+  if (typeof doc.repository === 'string' && typeof (doc.tag === undefined ? 'latest' : doc.tag) === 'string' &&
+      Buffer.byteLength(doc.repository) + 1 + Buffer.byteLength(doc.tag === undefined ? 'latest' : doc.tag) > 255)
+    gaps.push(['repository:tag longer than 255 bytes', ['INVALID_IMAGE_REF']]);
   const vols = Array.isArray(doc.volumes) ? doc.volumes : [];
   const targets = new Set();
   for (const v of vols) {
@@ -201,7 +207,7 @@ function knownGaps(doc) {
   }
 
   // GET /schema and /schema/{name}
-  const names = ['container-create', 'container-patch', 'container-ports', 'volume-create', 'objects'];
+  const names = ['container-create', 'container-patch', 'container-ports', 'container-commit', 'volume-create', 'objects'];
   const schemas = {};
   for (const name of names) {
     const r = await call('GET', `/schema/${name}`);
@@ -316,6 +322,11 @@ function knownGaps(doc) {
       { ports: [] },
       { ports: [{ container: 80 }, { host: 18098, container: 81, protocol: 'udp' }] },
     ],
+    'container-commit': [
+      { repository: 'schema-test' },
+      { repository: 'registry.example:5000/team/schema-test', tag: 'v1.0', comment: 'made by the schema test' },
+      { repository: 'localhost/a__b/c.d-e', tag: '_x' },
+    ],
     'volume-create': [
       { name: 'schema-vol' },
       { name: 'schema.vol-2', labels: { team: 'blue', 'a/b.c': '' } },
@@ -326,6 +337,7 @@ function knownGaps(doc) {
     'container-create': ['POST', '/containers?dry_run=true'],
     'container-patch': ['PATCH', `/containers/${cuid}?dry_run=true`],
     'container-ports': ['PATCH', `/containers/${cuid}/ports?dry_run=true`],
+    'container-commit': ['POST', `/containers/${cuid}/commit?dry_run=true`],
     'volume-create': ['POST', '/volumes?dry_run=true'],
   };
   const before = await dockerCounts();
