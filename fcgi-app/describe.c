@@ -74,6 +74,29 @@ static int emit_value(yajl_gen g, yajl_val v, const struct emit *e, const char *
 	return cm_jg_value(g, v);
 }
 
+/* The documented path of a route: its doc, or one made from its pattern ("*" → "{id}") so that
+ * a route added without documentation still shows (with its action as the summary, which
+ * t245 refuses). NULL for the internal /_auth. */
+static const char *doc_path(const struct cm_route *rt, char *buf, size_t n)
+{
+	if (rt->doc)
+		return rt->doc;
+	if (rt->handler == h_auth)
+		return NULL;
+	size_t o = 0;
+	for (const char *p = rt->pattern; *p && o + 8 < n; p++) {
+		if (*p == '*') {
+			o += (size_t)snprintf(buf + o, n - o, "%s", p[1] == '*' ? "{ref}" : "{id}");
+			if (p[1] == '*')
+				p++;
+		} else {
+			buf[o++] = *p;
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
 void h_index(struct cm_req *r)
 {
 	size_t n;
@@ -85,10 +108,11 @@ void h_index(struct cm_req *r)
 	}
 	yajl_gen_map_open(g);
 	for (size_t i = 0; i < n; i++) {
-		if (!rt[i].doc)
+		char buf[128], key[160];
+		const char *doc = doc_path(&rt[i], buf, sizeof buf);
+		if (!doc)
 			continue;
-		char key[160];
-		snprintf(key, sizeof key, "%s %s", rt[i].method, rt[i].doc);
+		snprintf(key, sizeof key, "%s %s", rt[i].method, doc);
 		cm_jg_kv_str(g, key, rt[i].summary ? rt[i].summary : rt[i].action);
 	}
 	yajl_gen_map_close(g);
@@ -255,11 +279,11 @@ static size_t error_statuses(const char *extra, int out[32])
 	return n;
 }
 
-static void parameters(yajl_gen g, const struct cm_route *rt)
+static void parameters(yajl_gen g, const struct cm_route *rt, const char *doc)
 {
 	cm_jg_str(g, "parameters");
 	yajl_gen_array_open(g);
-	for (const char *p = rt->doc; (p = strchr(p, '{'));) {
+	for (const char *p = doc; (p = strchr(p, '{'));) {
 		const char *q = strchr(p, '}');
 		if (!q)
 			break;
@@ -295,7 +319,7 @@ static void parameters(yajl_gen g, const struct cm_route *rt)
 	yajl_gen_array_close(g);
 }
 
-static void operation(yajl_gen g, const struct cm_route *rt)
+static void operation(yajl_gen g, const struct cm_route *rt, const char *doc)
 {
 	char method[8];
 	size_t k = 0;
@@ -312,7 +336,7 @@ static void operation(yajl_gen g, const struct cm_route *rt)
 	yajl_gen_array_open(g);
 	cm_jg_str(g, tag);
 	yajl_gen_array_close(g);
-	parameters(g, rt);
+	parameters(g, rt, doc);
 	if (rt->body) {
 		cm_jg_str(g, "requestBody");
 		yajl_gen_map_open(g);
@@ -420,19 +444,24 @@ static char *openapi_document(void)
 	yajl_gen_map_open(g);
 	/* one path item per documented path, its methods in table order */
 	for (size_t i = 0; i < n; i++) {
-		if (!rt[i].doc)
+		char bi[128], bj[128];
+		const char *di = doc_path(&rt[i], bi, sizeof bi);
+		if (!di)
 			continue;
 		bool first = true;
-		for (size_t j = 0; j < i; j++)
-			if (rt[j].doc && !strcmp(rt[j].doc, rt[i].doc))
-				first = false;
+		for (size_t j = 0; j < i && first; j++) {
+			const char *dj = doc_path(&rt[j], bj, sizeof bj);
+			first = !dj || strcmp(dj, di);
+		}
 		if (!first)
 			continue;
-		cm_jg_str(g, rt[i].doc);
+		cm_jg_str(g, di);
 		yajl_gen_map_open(g);
-		for (size_t j = i; j < n; j++)
-			if (rt[j].doc && !strcmp(rt[j].doc, rt[i].doc))
-				operation(g, &rt[j]);
+		for (size_t j = i; j < n; j++) {
+			const char *dj = doc_path(&rt[j], bj, sizeof bj);
+			if (dj && !strcmp(dj, di))
+				operation(g, &rt[j], dj);
+		}
 		yajl_gen_map_close(g);
 	}
 	yajl_gen_map_close(g);
