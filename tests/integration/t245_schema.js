@@ -240,6 +240,17 @@ function knownGaps(doc) {
   const oa = await call('GET', '/openapi.json');
   const doc = oa.json || {};
   ok(oa.status === 200 && doc.openapi === '3.1.0' && doc.info && doc.paths && doc.components, 'GET /openapi.json: an OpenAPI 3.1 document', oa.text.slice(0, 300));
+  try {
+    const { Validator } = await import(req.resolve('@seriousme/openapi-schema-validator'));
+    const res = await new Validator().validate(clone(doc));
+    ok(res.valid === true, 'the document validates against the OpenAPI 3.1 specification\'s own schema', res.errors);
+    const broken = clone(doc);
+    delete broken.info;
+    const res2 = await new Validator().validate(broken);
+    ok(res2.valid === false, 'and the validator does refuse a document without info');
+  } catch (e) {
+    ok(false, 'the OpenAPI validator runs', String(e));
+  }
   const missing = [];
   for (const k of Object.keys(idx.json || {})) {
     const [m, p] = k.split(' ');
