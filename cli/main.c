@@ -5,6 +5,7 @@
  * background once the stack answers and writes "PORT\nPID\n" to FILE. On stop, the
  * containers start_container handed out are removed; REST API containers keep running. */
 #include "config.h"
+#include "cli.h"
 #include "cm.h"
 #include "cm_config.h"
 #include "db.h"
@@ -253,16 +254,16 @@ static int prepare_dir(const char *path, unsigned mode, gid_t gid)
 	return 0;
 }
 
-static const char *find_share(const char *self, char *out, size_t outsz, const char *rel)
+/* The programs serve starts: beside it in the build tree (cli/../jobs/cm-runner), else in
+ * PKGLIBEXECDIR where `make install` puts them. */
+static int find_program(const char *self, const char *subdir, const char *name, char *out, size_t outsz)
 {
-	const char *env = getenv("CM_SHARE_DIR");
-	if (env && snprintf(out, outsz, "%s/%s", env, rel) < (int)outsz && access(out, R_OK) == 0)
-		return out;
-	if (snprintf(out, outsz, "%s/../%s", self, rel) < (int)outsz && access(out, R_OK) == 0)
-		return out;
-	if (snprintf(out, outsz, "%s/%s", PKGDATADIR, rel) < (int)outsz && access(out, R_OK) == 0)
-		return out;
-	return NULL;
+	if (!cli_installed() && cm_pathf(out, outsz, "%s/../%s/%s", self, subdir, name) == 0 && access(out, X_OK) == 0)
+		return 0;
+	if (cm_pathf(out, outsz, "%s/%s", PKGLIBEXECDIR, name) == 0 && access(out, X_OK) == 0)
+		return 0;
+	fprintf(stderr, "container-manager: %s not found (in %s/../%s or %s)\n", name, self, subdir, PKGLIBEXECDIR);
+	return -1;
 }
 
 struct child {
@@ -285,13 +286,19 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: container-manager serve [FILE][:PORT] [--non-interactive] [--no-auth] [--images FILE]\n"
 			"                               [--env-file FILE]\n"
+			"       container-manager status [--json] [--env-file FILE]\n"
 			"       container-manager migrate [--env-file FILE]\n"
+			"       container-manager audit list | QUERY [NAME=VALUE]... [--json] | export [--since T] [--until T]\n"
+			"       container-manager backup DEST [--force] [--env-file FILE]\n"
 			"       container-manager version\n"
 			"\n"
 			"serve           foreground, HTTP on CM_HTTP_LISTEN (default 127.0.0.1:4545)\n"
 			"serve :PORT     foreground on 127.0.0.1:PORT\n"
 			"serve FILE:PORT background once the stack answers; FILE gets \"PORT\\nPID\\n\"\n"
-			"serve FILE      the same on a free port\n");
+			"serve FILE      the same on a free port\n"
+			"\n"
+			"Settings come from --env-file FILE, by default %s.\n",
+		cli_default_env_file());
 }
 
 /* "[FILE][:PORT]" into file ("" = none) and port (-1 = none given). */
@@ -740,12 +747,12 @@ static int cmd_serve(const struct serve_opts *o)
 	char tpl[CM_ARRAY_LEN(tpl_names)][PATH_MAX], tpl_https[PATH_MAX];
 	for (size_t i = 0; i < CM_ARRAY_LEN(tpl_names); i++) {
 		snprintf(buf, sizeof buf, "nginx/%s.in", tpl_names[i]);
-		if (!find_share(self, tpl[i], sizeof tpl[i], buf)) {
+		if (!cli_find_share(tpl[i], sizeof tpl[i], buf)) {
 			fprintf(stderr, "container-manager: nginx template %s not found (set CM_SHARE_DIR)\n", buf);
 			return 1;
 		}
 	}
-	if (!find_share(self, tpl_https, sizeof tpl_https, "nginx/https.conf.in")) {
+	if (!cli_find_share(tpl_https, sizeof tpl_https, "nginx/https.conf.in")) {
 		fprintf(stderr, "container-manager: nginx templates not found (set CM_SHARE_DIR)\n");
 		return 1;
 	}
@@ -785,15 +792,11 @@ static int cmd_serve(const struct serve_opts *o)
 	}
 
 	char runner[PATH_MAX], fcgi[PATH_MAX], ws[PATH_MAX], sock[PATH_MAX], wssock[PATH_MAX];
-	snprintf(runner, sizeof runner, "%s/../jobs/cm-runner", self);
-	if (access(runner, X_OK) != 0)
-		snprintf(runner, sizeof runner, "%s/cm-runner", self);
-	snprintf(fcgi, sizeof fcgi, "%s/../fcgi-app/cm-fcgi", self);
-	if (access(fcgi, X_OK) != 0)
-		snprintf(fcgi, sizeof fcgi, "%s/cm-fcgi", self);
-	snprintf(ws, sizeof ws, "%s/../ws/cm-ws", self);
-	if (access(ws, X_OK) != 0)
-		snprintf(ws, sizeof ws, "%s/cm-ws", self);
+	if (find_program(self, "jobs", "cm-runner", runner, sizeof runner) < 0 ||
+	    find_program(self, "fcgi-app", "cm-fcgi", fcgi, sizeof fcgi) < 0 || find_program(self, "ws", "cm-ws", ws, sizeof ws) < 0) {
+		free(self);
+		return 1;
+	}
 	if (cm_pathf(sock, sizeof sock, "%s/fcgi.sock", cfg.run_dir) < 0 ||
 	    cm_pathf(wssock, sizeof wssock, "%s/ws.sock", cfg.run_dir) < 0)
 		return 1;
@@ -950,7 +953,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[1];
-	struct serve_opts o = {.env_file = ".env"};
+	struct serve_opts o = {.env_file = cli_default_env_file()};
+	if (!strcmp(cmd, "status"))
+		return cmd_status(o.env_file, argc - 2, argv + 2);
+	if (!strcmp(cmd, "audit"))
+		return cmd_audit(o.env_file, argc - 2, argv + 2);
+	if (!strcmp(cmd, "backup"))
+		return cmd_backup(o.env_file, argc - 2, argv + 2);
 	bool is_serve = !strcmp(cmd, "serve");
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--env-file") && i + 1 < argc) {
