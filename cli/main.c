@@ -280,6 +280,7 @@ struct serve_opts {
 	const char *images;
 	bool no_auth;
 	bool only_migrate;
+	bool only_prepare; /* the data and run directories and nginx's snippets, nothing started */
 };
 
 static void usage(void)
@@ -288,6 +289,7 @@ static void usage(void)
 			"                               [--env-file FILE]\n"
 			"       container-manager status [--json] [--env-file FILE]\n"
 			"       container-manager migrate [--env-file FILE]\n"
+			"       container-manager prepare [--env-file FILE]\n"
 			"       container-manager audit list | QUERY [NAME=VALUE]... [--json] | export [--since T] [--until T]\n"
 			"       container-manager backup DEST [--force] [--env-file FILE]\n"
 			"       container-manager version\n"
@@ -647,7 +649,7 @@ static int cmd_serve(const struct serve_opts *o)
 		port = 0;
 	char buf[PATH_MAX + 32];
 	int lfd = -1;
-	if (port == 0 && !o->only_migrate) {
+	if (port == 0 && !o->only_migrate && !o->only_prepare) {
 		/* a free port, held from now on */
 		if ((lfd = bind_listener("127.0.0.1", &port)) < 0)
 			return 1;
@@ -699,9 +701,15 @@ static int cmd_serve(const struct serve_opts *o)
 	cm_db_close(&db);
 	if (lrc < 0)
 		return 1;
+	if (o->only_prepare && !cfg.auth_off && !cfg.app_pass[0]) {
+		/* the units cannot write the settings file: the password is set at installation */
+		fprintf(stderr, "container-manager: APP_PASS is empty in %s; set it there (or CM_AUTH=off on loopback)\n",
+			o->env_file);
+		return 1;
+	}
 	if (!cfg.auth_off && ensure_password(&cfg, o->env_file) < 0)
 		return 1;
-	if (lfd < 0) {
+	if (lfd < 0 && !o->only_prepare) {
 		char host[128];
 		if (cm_parse_listen(cfg.http_listen, host, sizeof host, &port) < 0 || (lfd = bind_listener(host, &port)) < 0)
 			return 1;
@@ -725,7 +733,8 @@ static int cmd_serve(const struct serve_opts *o)
 		return 1;
 	if (cm_pathf(path, sizeof path, "%s/nginx-tmp", cfg.run_dir) < 0)
 		return 1;
-	if (prepare_dir(path, 0700, (gid_t)-1) < 0 || chown(path, pw->pw_uid, web_gid) < 0)
+	/* (the system's nginx has its own temporary directories) */
+	if (!o->only_prepare && (prepare_dir(path, 0700, (gid_t)-1) < 0 || chown(path, pw->pw_uid, web_gid) < 0))
 		return 1;
 	cm_config_path(&cfg, path, sizeof path, "nginx/htpasswd");
 	if (!cfg.auth_off && ensure_htpasswd(&cfg, path) < 0) {
@@ -735,7 +744,8 @@ static int cmd_serve(const struct serve_opts *o)
 	char cert[PATH_MAX], key[PATH_MAX];
 	cm_config_path(&cfg, cert, sizeof cert, "nginx/tls.crt");
 	cm_config_path(&cfg, key, sizeof key, "nginx/tls.key");
-	bool https = strcmp(cfg.https_listen, "off") != 0;
+	/* prepare: the system's nginx terminates TLS with the site's certificate */
+	bool https = strcmp(cfg.https_listen, "off") != 0 && !o->only_prepare;
 	if (https && ensure_cert(cert, key) < 0)
 		return 1;
 
@@ -785,6 +795,11 @@ static int cmd_serve(const struct serve_opts *o)
 			snprintf(conf, sizeof conf, "%s", p2);
 	}
 	free(https_block);
+	if (o->only_prepare) {
+		free(self);
+		printf("prepared %s and %s (nginx snippets: %s/locations.conf)\n", cfg.data_dir, cfg.run_dir, cfg.run_dir);
+		return 0;
+	}
 	char *const test_argv[] = {"nginx", "-t", "-q", "-c", conf, NULL};
 	if (spawn_nginx(NULL, test_argv, lfd, true) != 0) {
 		fprintf(stderr, "container-manager: nginx rejected the rendered configuration %s\n", conf);
@@ -985,6 +1000,10 @@ int main(int argc, char **argv)
 		return cmd_serve(&o);
 	if (!strcmp(cmd, "migrate")) {
 		o.only_migrate = true;
+		return cmd_serve(&o);
+	}
+	if (!strcmp(cmd, "prepare")) {
+		o.only_prepare = true;
 		return cmd_serve(&o);
 	}
 	usage();
