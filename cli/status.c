@@ -87,16 +87,20 @@ static void find_procs(const struct cm_config *cfg, struct proc *ps, size_t nps,
 	char fsock[PATH_MAX + 16], wsock[PATH_MAX + 16], pidf[PATH_MAX];
 	snprintf(fsock, sizeof fsock, " %s/fcgi.sock", cfg->run_dir);
 	snprintf(wsock, sizeof wsock, " %s/ws.sock", cfg->run_dir);
+	/* serve's own nginx, else the system's (the systemd units sit behind it) */
 	pid_t nginx_pid = 0;
-	if (cm_pathf(pidf, sizeof pidf, "%s/nginx.pid", cfg->run_dir) == 0) {
-		char *s = cm_read_file(pidf, 64, NULL);
+	const char *pidfiles[] = {pidf, "/run/nginx.pid"};
+	for (size_t i = 0; i < CM_ARRAY_LEN(pidfiles) && nginx_pid <= 0; i++) {
+		if (i == 0 && cm_pathf(pidf, sizeof pidf, "%s/nginx.pid", cfg->run_dir) < 0)
+			continue;
+		char *s = cm_read_file(pidfiles[i], 64, NULL);
 		if (s) {
 			nginx_pid = (pid_t)atoi(s);
 			free(s);
 		}
+		if (nginx_pid > 0 && kill(nginx_pid, 0) < 0 && errno == ESRCH)
+			nginx_pid = 0;
 	}
-	if (nginx_pid > 0 && kill(nginx_pid, 0) < 0 && errno == ESRCH)
-		nginx_pid = 0;
 	struct {
 		pid_t pid, ppid;
 		size_t kind;
