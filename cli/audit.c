@@ -314,13 +314,8 @@ int cmd_audit(const char *env_file, int argc, char **argv)
 		return 2;
 	}
 	struct cm_config cfg;
-	struct cm_error err = {0};
-	if (cm_config_load(&cfg, env_file, &err) < 0) {
-		fprintf(stderr, "container-manager: %s\n", err.message);
-		return 1;
-	}
 	char dbpath[PATH_MAX];
-	if (cm_config_path(&cfg, dbpath, sizeof dbpath, "db/cm.sqlite") < 0)
+	if (cli_config_db(env_file, &cfg, dbpath, sizeof dbpath) < 0)
 		return 1;
 	if (!strcmp(query, "export")) {
 		sqlite3 *h = cli_db_open_ro(dbpath);

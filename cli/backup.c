@@ -90,13 +90,10 @@ int cmd_backup(const char *env_file, int argc, char **argv)
 		return 1;
 	}
 	struct cm_config cfg;
-	struct cm_error err = {0};
-	if (cm_config_load(&cfg, env_file, &err) < 0) {
-		fprintf(stderr, "container-manager: %s\n", err.message);
-		return 1;
-	}
 	char dbpath[PATH_MAX], tmp[PATH_MAX];
-	if (cm_config_path(&cfg, dbpath, sizeof dbpath, "db/cm.sqlite") < 0 || cm_pathf(tmp, sizeof tmp, "%s.tmp-%ld", dest, (long)getpid()) < 0) {
+	if (cli_config_db(env_file, &cfg, dbpath, sizeof dbpath) < 0)
+		return 1;
+	if (cm_pathf(tmp, sizeof tmp, "%s.tmp-%ld", dest, (long)getpid()) < 0) {
 		fprintf(stderr, "container-manager: backup: path too long\n");
 		return 1;
 	}

@@ -23,6 +23,12 @@ int cli_row_json(FILE *f, sqlite3_stmt *st);
 /* Adds a SQLite value to g: integers and reals as numbers, NULL as null, the rest as strings. */
 int cli_jg_column(yajl_gen g, sqlite3_stmt *st, int col);
 
+struct cm_config;
+/* Loads the settings of env_file and the database path; -1 with the reason on stderr. */
+int cli_config_db(const char *env_file, struct cm_config *cfg, char *dbpath, size_t dbsz);
+/* True when the unix stream socket dir/name accepts a connection. */
+bool cli_unix_probe(const char *dir, const char *name);
+
 int cmd_status(const char *env_file, int argc, char **argv);
 int cmd_audit(const char *env_file, int argc, char **argv);
 int cmd_backup(const char *env_file, int argc, char **argv);

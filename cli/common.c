@@ -1,12 +1,15 @@
 /* common.c: helpers the launcher's commands share (see cli.h). */
 #include "config.h"
 #include "cli.h"
+#include "cm_config.h"
 #include "json.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 bool cli_installed(void)
@@ -108,4 +111,30 @@ int cli_row_json(FILE *f, sqlite3_stmt *st)
 		rc = -1;
 	free(out);
 	return rc;
+}
+
+int cli_config_db(const char *env_file, struct cm_config *cfg, char *dbpath, size_t dbsz)
+{
+	struct cm_error err = {0};
+	if (cm_config_load(cfg, env_file, &err) < 0) {
+		fprintf(stderr, "container-manager: %s\n", err.message);
+		return -1;
+	}
+	if (cm_config_path(cfg, dbpath, dbsz, "db/cm.sqlite") < 0) {
+		fprintf(stderr, "container-manager: CM_DATA_DIR is too long\n");
+		return -1;
+	}
+	return 0;
+}
+
+bool cli_unix_probe(const char *dir, const char *name)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (cm_pathf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, name) < 0)
+		return false;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }

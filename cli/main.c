@@ -403,18 +403,6 @@ static int http_probe(const char *listen_spec)
 	return status;
 }
 
-static bool unix_probe(const char *dir, const char *name)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, name) >= (int)sizeof sa.sun_path)
-		return false;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
 /* Records the definitions and resets what start_container handed out: a new stack hands out
  * nothing yet (the runner removes a crashed stack's leftovers, which no row vouches for). */
 static int load_definitions(struct cm_db *db, const struct cm_config *cfg)
@@ -555,8 +543,8 @@ static int wait_ready(const struct cm_config *cfg, struct child *kids, size_t nk
 				return -1;
 			}
 		}
-		if (unix_probe(cfg->run_dir, "runner.sock") && unix_probe(cfg->run_dir, "ws.sock") &&
-		    unix_probe(cfg->run_dir, "harpoon.sock")) {
+		if (cli_unix_probe(cfg->run_dir, "runner.sock") && cli_unix_probe(cfg->run_dir, "ws.sock") &&
+		    cli_unix_probe(cfg->run_dir, "harpoon.sock")) {
 			last = http_probe(cfg->http_listen);
 			if (last == 200 || last == 401)
 				return 0;

@@ -15,8 +15,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 struct proc {
@@ -26,18 +24,6 @@ struct proc {
 	int children;      /* worker processes under it */
 	bool sock_ok;
 };
-
-static bool sock_answers(const char *dir, const char *name)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (cm_pathf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, name) < 0)
-		return false;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
 
 /* The command line of pid with NULs turned into spaces, and its parent. */
 static int read_proc(pid_t pid, char *cmd, size_t cmdsz, pid_t *ppid)
@@ -177,14 +163,10 @@ int cmd_status(const char *env_file, int argc, char **argv)
 		}
 	}
 	struct cm_config cfg;
-	struct cm_error err = {0};
-	if (cm_config_load(&cfg, env_file, &err) < 0) {
-		fprintf(stderr, "container-manager: %s\n", err.message);
-		return 1;
-	}
 	char dbpath[PATH_MAX];
-	if (cm_config_path(&cfg, dbpath, sizeof dbpath, "db/cm.sqlite") < 0)
+	if (cli_config_db(env_file, &cfg, dbpath, sizeof dbpath) < 0)
 		return 1;
+	struct cm_error err = {0};
 	sqlite3 *h = cli_db_open_ro(dbpath);
 	long long queued = -1, running = -1, hb_age = -1;
 	pid_t runner_pid = 0;
@@ -256,7 +238,7 @@ int cmd_status(const char *env_file, int argc, char **argv)
 	bool all_ok = docker_ok && h != NULL;
 	for (size_t i = 0; i < CM_ARRAY_LEN(ps); i++) {
 		if (ps[i].sock)
-			ps[i].sock_ok = sock_answers(cfg.run_dir, ps[i].sock);
+			ps[i].sock_ok = cli_unix_probe(cfg.run_dir, ps[i].sock);
 		/* serve is optional: systemd units run the programs without it */
 		if (strcmp(ps[i].name, "serve") && (!ps[i].pid || (ps[i].sock && !ps[i].sock_ok)))
 			all_ok = false;
