@@ -60,6 +60,7 @@ static const struct route routes[] = {
 	{"GET", "/definitions/*", h_definition_get, "definitions.get", p_none},
 	{"GET", "/healthz", h_healthz, "healthz", p_none},
 	{"GET", "/version", h_version, "version", p_none},
+	{"GET", "/metrics", h_metrics, "metrics", p_none},
 	{"GET", "/_auth", h_auth, "auth", p_none},
 	{"POST", "/_auth", h_auth, "auth", p_none}, /* auth_request of POST /start_container and the like */
 };
