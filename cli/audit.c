@@ -20,32 +20,37 @@ static void audit_usage(void)
 			"       container-manager audit export [--since TIME] [--until TIME] [--env-file FILE]\n");
 }
 
-/* The description of a query file: its first comment line without "-- name.sql:". */
+/* The description of a query file: its leading comment lines joined, without the file's
+ * own name ("-- name.sql" or "-- name.sql: ..."). */
 static void query_title(const char *sql, char *out, size_t outsz)
 {
+	size_t o = 0;
 	out[0] = '\0';
-	const char *p = sql;
-	while (!strncmp(p, "--", 2)) {
+	for (const char *p = sql; !strncmp(p, "--", 2);) {
 		const char *eol = strchr(p, '\n');
 		size_t len = eol ? (size_t)(eol - p) : strlen(p);
 		const char *t = p + 2;
 		while (*t == ' ')
 			t++;
 		size_t tl = len - (size_t)(t - p);
-		const char *colon = memchr(t, ':', tl);
-		/* "-- name.sql" alone names the file; the next comment line says what it does */
-		if (tl > 4 && !memcmp(t + tl - 4, ".sql", 4)) {
-			p = eol ? eol + 1 : p + len;
-			continue;
-		}
-		if (colon && colon > t && colon[-1] == 'l' && colon - t > 4 && !memcmp(colon - 4, ".sql", 4)) {
-			tl -= (size_t)(colon + 1 - t);
-			t = colon + 1;
+		const char *dot = tl >= 4 ? memmem(t, tl, ".sql", 4) : NULL;
+		if (dot && !memchr(t, ' ', (size_t)(dot - t))) {
+			/* the file's name, alone or before a colon */
+			const char *rest = dot + 4;
+			if (rest < t + tl && *rest == ':')
+				rest++;
+			tl -= (size_t)(rest - t);
+			t = rest;
 			while (tl && *t == ' ')
 				t++, tl--;
 		}
-		snprintf(out, outsz, "%.*s", (int)tl, t);
-		return;
+		if (tl && o + 2 < outsz) {
+			int n = snprintf(out + o, outsz - o, "%s%.*s", o ? " " : "", (int)tl, t);
+			o = n < 0 ? o : (size_t)n + o >= outsz ? outsz - 1 : o + (size_t)n;
+		}
+		if (!eol)
+			break;
+		p = eol + 1;
 	}
 }
 
