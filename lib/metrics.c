@@ -53,7 +53,7 @@ int cm_metrics_attach(const char *run_dir)
 		return -1;
 	struct stat st;
 	/* a file of another size is another layout: start it again */
-	if (fstat(fd, &st) < 0 || ((size_t)st.st_size != sizeof *shm && (ftruncate(fd, 0) < 0 || ftruncate(fd, sizeof *shm) < 0))) {
+	if (fchmod(fd, 0600) < 0 || fstat(fd, &st) < 0 || ((size_t)st.st_size != sizeof *shm && (ftruncate(fd, 0) < 0 || ftruncate(fd, sizeof *shm) < 0))) {
 		int saved = errno;
 		close(fd);
 		errno = saved;
@@ -104,8 +104,9 @@ static struct met_slot *slot_for(const char *route, const char *method, int stat
 			}
 			st = expect;
 		}
-		/* another process is writing this slot's key: it is ready within instructions */
-		for (int spin = 0; st == SLOT_CLAIMED && spin < 1000000; spin++)
+		/* another process is writing this slot's key: ready within instructions (one killed right
+		 * there leaves it claimed for good; then the next free slot serves the key) */
+		for (int spin = 0; st == SLOT_CLAIMED && spin < 10000; spin++)
 			st = atomic_load(&s->state);
 		if (st == SLOT_READY && s->status == (uint16_t)status && !strcmp(s->route, r) && !strcmp(s->method, m))
 			return s;
