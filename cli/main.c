@@ -5,6 +5,7 @@
  * background once the stack answers and writes "PORT\nPID\n" to FILE. On stop, the
  * containers start_container handed out are removed; REST API containers keep running. */
 #include "config.h"
+#include "cli.h"
 #include "cm.h"
 #include "cm_config.h"
 #include "db.h"
@@ -253,16 +254,16 @@ static int prepare_dir(const char *path, unsigned mode, gid_t gid)
 	return 0;
 }
 
-static const char *find_share(const char *self, char *out, size_t outsz, const char *rel)
+/* The programs serve starts: beside it in the build tree (cli/../jobs/cm-runner), else in
+ * PKGLIBEXECDIR where `make install` puts them. */
+static int find_program(const char *self, const char *subdir, const char *name, char *out, size_t outsz)
 {
-	const char *env = getenv("CM_SHARE_DIR");
-	if (env && snprintf(out, outsz, "%s/%s", env, rel) < (int)outsz && access(out, R_OK) == 0)
-		return out;
-	if (snprintf(out, outsz, "%s/../%s", self, rel) < (int)outsz && access(out, R_OK) == 0)
-		return out;
-	if (snprintf(out, outsz, "%s/%s", PKGDATADIR, rel) < (int)outsz && access(out, R_OK) == 0)
-		return out;
-	return NULL;
+	if (!cli_installed() && cm_pathf(out, outsz, "%s/../%s/%s", self, subdir, name) == 0 && access(out, X_OK) == 0)
+		return 0;
+	if (cm_pathf(out, outsz, "%s/%s", PKGLIBEXECDIR, name) == 0 && access(out, X_OK) == 0)
+		return 0;
+	fprintf(stderr, "container-manager: %s not found (in %s/../%s or %s)\n", name, self, subdir, PKGLIBEXECDIR);
+	return -1;
 }
 
 struct child {
@@ -279,19 +280,27 @@ struct serve_opts {
 	const char *images;
 	bool no_auth;
 	bool only_migrate;
+	bool only_prepare; /* the data and run directories and nginx's snippets, nothing started */
 };
 
 static void usage(void)
 {
 	fprintf(stderr, "usage: container-manager serve [FILE][:PORT] [--non-interactive] [--no-auth] [--images FILE]\n"
 			"                               [--env-file FILE]\n"
+			"       container-manager status [--json] [--env-file FILE]\n"
 			"       container-manager migrate [--env-file FILE]\n"
+			"       container-manager prepare [--env-file FILE]\n"
+			"       container-manager audit list | QUERY [NAME=VALUE]... [--json] | export [--since T] [--until T]\n"
+			"       container-manager backup DEST [--force] [--env-file FILE]\n"
 			"       container-manager version\n"
 			"\n"
 			"serve           foreground, HTTP on CM_HTTP_LISTEN (default 127.0.0.1:4545)\n"
 			"serve :PORT     foreground on 127.0.0.1:PORT\n"
 			"serve FILE:PORT background once the stack answers; FILE gets \"PORT\\nPID\\n\"\n"
-			"serve FILE      the same on a free port\n");
+			"serve FILE      the same on a free port\n"
+			"\n"
+			"Settings come from --env-file FILE, by default %s.\n",
+		cli_default_env_file());
 }
 
 /* "[FILE][:PORT]" into file ("" = none) and port (-1 = none given). */
@@ -392,18 +401,6 @@ static int http_probe(const char *listen_spec)
 		close(fd);
 	freeaddrinfo(ai);
 	return status;
-}
-
-static bool unix_probe(const char *dir, const char *name)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, name) >= (int)sizeof sa.sun_path)
-		return false;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
 }
 
 /* Records the definitions and resets what start_container handed out: a new stack hands out
@@ -546,8 +543,8 @@ static int wait_ready(const struct cm_config *cfg, struct child *kids, size_t nk
 				return -1;
 			}
 		}
-		if (unix_probe(cfg->run_dir, "runner.sock") && unix_probe(cfg->run_dir, "ws.sock") &&
-		    unix_probe(cfg->run_dir, "harpoon.sock")) {
+		if (cli_unix_probe(cfg->run_dir, "runner.sock") && cli_unix_probe(cfg->run_dir, "ws.sock") &&
+		    cli_unix_probe(cfg->run_dir, "harpoon.sock")) {
 			last = http_probe(cfg->http_listen);
 			if (last == 200 || last == 401)
 				return 0;
@@ -640,7 +637,7 @@ static int cmd_serve(const struct serve_opts *o)
 		port = 0;
 	char buf[PATH_MAX + 32];
 	int lfd = -1;
-	if (port == 0 && !o->only_migrate) {
+	if (port == 0 && !o->only_migrate && !o->only_prepare) {
 		/* a free port, held from now on */
 		if ((lfd = bind_listener("127.0.0.1", &port)) < 0)
 			return 1;
@@ -692,9 +689,15 @@ static int cmd_serve(const struct serve_opts *o)
 	cm_db_close(&db);
 	if (lrc < 0)
 		return 1;
+	if (o->only_prepare && !cfg.auth_off && !cfg.app_pass[0]) {
+		/* the units cannot write the settings file: the password is set at installation */
+		fprintf(stderr, "container-manager: APP_PASS is empty in %s; set it there (or CM_AUTH=off on loopback)\n",
+			o->env_file);
+		return 1;
+	}
 	if (!cfg.auth_off && ensure_password(&cfg, o->env_file) < 0)
 		return 1;
-	if (lfd < 0) {
+	if (lfd < 0 && !o->only_prepare) {
 		char host[128];
 		if (cm_parse_listen(cfg.http_listen, host, sizeof host, &port) < 0 || (lfd = bind_listener(host, &port)) < 0)
 			return 1;
@@ -718,7 +721,8 @@ static int cmd_serve(const struct serve_opts *o)
 		return 1;
 	if (cm_pathf(path, sizeof path, "%s/nginx-tmp", cfg.run_dir) < 0)
 		return 1;
-	if (prepare_dir(path, 0700, (gid_t)-1) < 0 || chown(path, pw->pw_uid, web_gid) < 0)
+	/* (the system's nginx has its own temporary directories) */
+	if (!o->only_prepare && (prepare_dir(path, 0700, (gid_t)-1) < 0 || chown(path, pw->pw_uid, web_gid) < 0))
 		return 1;
 	cm_config_path(&cfg, path, sizeof path, "nginx/htpasswd");
 	if (!cfg.auth_off && ensure_htpasswd(&cfg, path) < 0) {
@@ -728,7 +732,8 @@ static int cmd_serve(const struct serve_opts *o)
 	char cert[PATH_MAX], key[PATH_MAX];
 	cm_config_path(&cfg, cert, sizeof cert, "nginx/tls.crt");
 	cm_config_path(&cfg, key, sizeof key, "nginx/tls.key");
-	bool https = strcmp(cfg.https_listen, "off") != 0;
+	/* prepare: the system's nginx terminates TLS with the site's certificate */
+	bool https = strcmp(cfg.https_listen, "off") != 0 && !o->only_prepare;
 	if (https && ensure_cert(cert, key) < 0)
 		return 1;
 
@@ -740,12 +745,12 @@ static int cmd_serve(const struct serve_opts *o)
 	char tpl[CM_ARRAY_LEN(tpl_names)][PATH_MAX], tpl_https[PATH_MAX];
 	for (size_t i = 0; i < CM_ARRAY_LEN(tpl_names); i++) {
 		snprintf(buf, sizeof buf, "nginx/%s.in", tpl_names[i]);
-		if (!find_share(self, tpl[i], sizeof tpl[i], buf)) {
+		if (!cli_find_share(tpl[i], sizeof tpl[i], buf)) {
 			fprintf(stderr, "container-manager: nginx template %s not found (set CM_SHARE_DIR)\n", buf);
 			return 1;
 		}
 	}
-	if (!find_share(self, tpl_https, sizeof tpl_https, "nginx/https.conf.in")) {
+	if (!cli_find_share(tpl_https, sizeof tpl_https, "nginx/https.conf.in")) {
 		fprintf(stderr, "container-manager: nginx templates not found (set CM_SHARE_DIR)\n");
 		return 1;
 	}
@@ -778,6 +783,11 @@ static int cmd_serve(const struct serve_opts *o)
 			snprintf(conf, sizeof conf, "%s", p2);
 	}
 	free(https_block);
+	if (o->only_prepare) {
+		free(self);
+		printf("prepared %s and %s (nginx snippets: %s/locations.conf)\n", cfg.data_dir, cfg.run_dir, cfg.run_dir);
+		return 0;
+	}
 	char *const test_argv[] = {"nginx", "-t", "-q", "-c", conf, NULL};
 	if (spawn_nginx(NULL, test_argv, lfd, true) != 0) {
 		fprintf(stderr, "container-manager: nginx rejected the rendered configuration %s\n", conf);
@@ -785,15 +795,11 @@ static int cmd_serve(const struct serve_opts *o)
 	}
 
 	char runner[PATH_MAX], fcgi[PATH_MAX], ws[PATH_MAX], sock[PATH_MAX], wssock[PATH_MAX];
-	snprintf(runner, sizeof runner, "%s/../jobs/cm-runner", self);
-	if (access(runner, X_OK) != 0)
-		snprintf(runner, sizeof runner, "%s/cm-runner", self);
-	snprintf(fcgi, sizeof fcgi, "%s/../fcgi-app/cm-fcgi", self);
-	if (access(fcgi, X_OK) != 0)
-		snprintf(fcgi, sizeof fcgi, "%s/cm-fcgi", self);
-	snprintf(ws, sizeof ws, "%s/../ws/cm-ws", self);
-	if (access(ws, X_OK) != 0)
-		snprintf(ws, sizeof ws, "%s/cm-ws", self);
+	if (find_program(self, "jobs", "cm-runner", runner, sizeof runner) < 0 ||
+	    find_program(self, "fcgi-app", "cm-fcgi", fcgi, sizeof fcgi) < 0 || find_program(self, "ws", "cm-ws", ws, sizeof ws) < 0) {
+		free(self);
+		return 1;
+	}
 	if (cm_pathf(sock, sizeof sock, "%s/fcgi.sock", cfg.run_dir) < 0 ||
 	    cm_pathf(wssock, sizeof wssock, "%s/ws.sock", cfg.run_dir) < 0)
 		return 1;
@@ -950,7 +956,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[1];
-	struct serve_opts o = {.env_file = ".env"};
+	struct serve_opts o = {.env_file = cli_default_env_file()};
+	if (!strcmp(cmd, "status"))
+		return cmd_status(o.env_file, argc - 2, argv + 2);
+	if (!strcmp(cmd, "audit"))
+		return cmd_audit(o.env_file, argc - 2, argv + 2);
+	if (!strcmp(cmd, "backup"))
+		return cmd_backup(o.env_file, argc - 2, argv + 2);
 	bool is_serve = !strcmp(cmd, "serve");
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--env-file") && i + 1 < argc) {
@@ -976,6 +988,10 @@ int main(int argc, char **argv)
 		return cmd_serve(&o);
 	if (!strcmp(cmd, "migrate")) {
 		o.only_migrate = true;
+		return cmd_serve(&o);
+	}
+	if (!strcmp(cmd, "prepare")) {
+		o.only_prepare = true;
 		return cmd_serve(&o);
 	}
 	usage();

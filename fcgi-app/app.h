@@ -105,6 +105,7 @@ void h_container_ports(struct cm_req *r);
 void h_container_status(struct cm_req *r);
 void h_healthz(struct cm_req *r);
 void h_version(struct cm_req *r);
+void h_metrics(struct cm_req *r);
 /* containers.c: signed, stateless pagination cursors (keyset on a never-reused sequence) */
 struct cm_cursor {
 	int64_t seq;

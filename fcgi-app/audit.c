@@ -5,6 +5,7 @@
 #include "config.h"
 #include "app.h"
 #include "audit.h"
+#include "metrics.h"
 
 void cm_audit_write(struct cm_req *r)
 {
@@ -16,5 +17,6 @@ void cm_audit_write(struct cm_req *r)
 		.error_code = r->error_code, .status = r->status,
 		.duration_ms = (double)(cm_monotonic_us() - r->start_us) / 1000.0, .job_id = r->job_id,
 	};
+	cm_metrics_request(r->action, r->method, r->status, cm_monotonic_us() - r->start_us);
 	cm_audit_send(r->app->cfg.run_dir, &row, &r->app->db);
 }

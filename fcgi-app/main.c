@@ -2,6 +2,7 @@
  * workers, respawns the ones that die, grows between WORKERS_MIN and WORKERS_MAX when all
  * are busy, replaces them on SIGHUP and drains in-flight requests on SIGTERM. */
 #include "config.h"
+#include "metrics.h"
 #include "app.h"
 
 #include <errno.h>
@@ -275,6 +276,8 @@ int main(int argc, char **argv)
 		cm_error("config: %s", err.message);
 		return 1;
 	}
+	if (cm_metrics_attach(cfg.run_dir) < 0) /* before forking: the workers share the mapping */
+		cm_warn("metrics: cannot map %s/metrics.shm: %s", cfg.run_dir, strerror(errno));
 	/* migrate once before forking so workers do not race on a fresh database */
 	char dbpath[PATH_MAX];
 	struct cm_db db;

@@ -68,6 +68,7 @@ static const struct cm_route routes[] = {
 	{"GET", "/shutdown", NULL, "harpoon.shutdown", p_none, "/shutdown", "Removes harpoon's containers and stops the service (403 unless started with definitions).", NULL, 204, NULL, "403"},
 	{"GET", "/healthz", h_healthz, "healthz", p_none, "/healthz", "Reports whether the database, the runner and Docker answer.", NULL, 200, "object", ""},
 	{"GET", "/version", h_version, "version", p_none, "/version", "Returns the version.", NULL, 200, "text", ""},
+	{"GET", "/metrics", h_metrics, "metrics", p_none, "/metrics", "Returns the service's metrics in the Prometheus text format.", NULL, 200, "text", ""},
 	{"GET", "/_auth", h_auth, "auth", p_none, NULL, NULL, NULL, 204, NULL, NULL},
 	{"POST", "/_auth", h_auth, "auth", p_none, NULL, NULL, NULL, 204, NULL, NULL}, /* auth_request of POST /start_container and the like */
 };

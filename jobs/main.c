@@ -2,6 +2,7 @@
  * threads (one container's jobs in order, different containers in parallel). Workers wake
  * it over a unix socket and wait on the same connection for "ID\n" when the job ends. */
 #include "config.h"
+#include "metrics.h"
 #include "runner.h"
 
 #include <errno.h>
@@ -252,6 +253,8 @@ int main(int argc, char **argv)
 	}
 	if (cm_parse_uid(rn.cfg.default_uid, &rn.uid, &rn.gid) < 0)
 		return 1;
+	if (cm_metrics_attach(rn.cfg.run_dir) < 0)
+		cm_warn("metrics: cannot map %s/metrics.shm: %s", rn.cfg.run_dir, strerror(errno));
 	if (cm_config_path(&rn.cfg, rn.db_path, sizeof rn.db_path, "db/cm.sqlite") < 0 ||
 	    snprintf(rn.sock_path, sizeof rn.sock_path, "%s/runner.sock", rn.cfg.run_dir) >= (int)sizeof rn.sock_path ||
 	    cm_config_path(&rn.cfg, rn.containers_dir, sizeof rn.containers_dir, "containers") < 0) {

@@ -1,6 +1,7 @@
 /* docker.c: Engine API requests with libcurl. One handle per thread (connections are reused). */
 #include "config.h"
 #include "docker.h"
+#include "metrics.h"
 #include "json.h"
 
 #include <stdio.h>
@@ -69,6 +70,20 @@ static void setup(struct cm_docker *d, const char *path)
 	}
 }
 
+/* GET /metrics counts the calls that failed: no answer, too slow, a transfer that broke (not
+ * one this side stopped), an answer of 5xx. A 4xx is an answer about the request, not a failure. */
+static void count_failure(struct cm_docker *d, CURLcode rc, bool stopped_here)
+{
+	long status = 0;
+	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		cm_metrics_docker_error(CM_MET_DOCKER_TIMEOUT);
+	else if (rc != CURLE_OK && !stopped_here)
+		cm_metrics_docker_error(status > 0 ? CM_MET_DOCKER_BROKEN : CM_MET_DOCKER_UNREACHABLE);
+	else if (status >= 500)
+		cm_metrics_docker_error(CM_MET_DOCKER_5XX);
+}
+
 long cm_docker_call(struct cm_docker *d, const char *method, const char *path, const char *body,
 		    struct cm_buf *resp, long timeout_s, struct cm_error *err)
 {
@@ -92,6 +107,7 @@ long cm_docker_call(struct cm_docker *d, const char *method, const char *path, c
 	curl_easy_setopt(d->curl, CURLOPT_WRITEDATA, resp);
 	CURLcode rc = curl_easy_perform(d->curl);
 	curl_slist_free_all(hdrs);
+	count_failure(d, rc, false);
 	if (rc != CURLE_OK) {
 		if (rc == CURLE_OPERATION_TIMEDOUT)
 			return cm_err_set(err, 408, "timeout", "DOCKER_TIMEOUT", NULL,
@@ -146,6 +162,7 @@ long cm_docker_stream(struct cm_docker *d, const char *path, cm_docker_chunk_cb 
 	CURLcode rc = curl_easy_perform(d->curl);
 	long status = 0;
 	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
+	count_failure(d, rc, s.stopped);
 	if (rc != CURLE_OK && !s.stopped)
 		return cm_err_set(err, 503, "compose_error", "DOCKER_UNAVAILABLE", NULL, "Docker stream ended: %s",
 				  curl_easy_strerror(rc));
@@ -228,6 +245,7 @@ long cm_docker_exchange(struct cm_docker *d, const char *method, const char *pat
 	curl_slist_free_all(hdrs);
 	long status = 0;
 	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
+	count_failure(d, rc, x.aborted);
 	if (rc != CURLE_OK && !x.aborted) {
 		if (status > 0)
 			return cm_err_set(err, 502, "compose_error", "DOCKER_STREAM_BROKEN", NULL, "the transfer with Docker broke: %s",

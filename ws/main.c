@@ -10,6 +10,7 @@
  * OUT_HIGH bytes queued. Blocking work runs on worker threads (tasks); their results come
  * back through lws_cancel_service(). */
 #include "config.h"
+#include "metrics.h"
 #include "ws.h"
 #include "frames.h"
 #include "audit.h"
@@ -324,6 +325,7 @@ static void session_end(struct session *s)
 			break;
 		}
 	nsessions--;
+	cm_metrics_ws_sessions(nsessions);
 	while (s->outq) {
 		struct frame *f = s->outq;
 		s->outq = f->next;
@@ -936,6 +938,7 @@ static void session_link(struct session *s, struct lws *wsi)
 	s->next = sessions;
 	sessions = s;
 	nsessions++;
+	cm_metrics_ws_sessions(nsessions);
 	lws_set_opaque_user_data(wsi, s);
 }
 
@@ -1358,6 +1361,9 @@ int main(int argc, char **argv)
 		cm_error("%s", err.message);
 		return 1;
 	}
+	if (cm_metrics_attach(cfg.run_dir) < 0)
+		cm_warn("metrics: cannot map %s/metrics.shm: %s", cfg.run_dir, strerror(errno));
+	cm_metrics_ws_sessions(0);
 	if (strncmp(cfg.docker_host, "unix://", 7) != 0) {
 		cm_error("terminals need the Docker engine on a unix socket (DOCKER_HOST=%s)", cfg.docker_host);
 		return 1;
