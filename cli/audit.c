@@ -225,13 +225,14 @@ static const char *error_type(long status)
 	return status >= 500 ? "internal_error" : "validation_error";
 }
 
-/* One actions.jsonl line per audit row, oldest first. since/until: RFC 3339 bounds or NULL. */
+/* One actions.jsonl line per audit row, oldest first (by time: a row is written when its request
+ * ends, so row ids do not follow the times when requests overlap). since/until: RFC 3339 bounds or NULL. */
 static int audit_export(sqlite3 *h, const char *since, const char *until)
 {
 	static const char sql[] =
 		"SELECT ts, request_id, user, remote_addr, method, path, cuid, action, status, error_code, "
 		"duration_ms, job_id, command, bytes_in, bytes_out, exit_code FROM audit "
-		"WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts < ?2) ORDER BY id";
+		"WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts < ?2) ORDER BY ts, id";
 	static const char *const keys[] = {"timestamp", "request_id", "user", "remote_addr", "method", "path",
 					   "cuid", "action", "status", "code", "duration_ms", "job_id",
 					   "command", "bytes_in", "bytes_out", "exit_code"};
