@@ -24,6 +24,7 @@ static const char *const p_jobs[] = {"status", "cuid", "kind", "limit", "cursor"
 static const char *const p_wait[] = {"wait", NULL};
 static const char *const p_build[] = {"tag", "dockerfile", "build_dir", NULL};
 static const char *const p_follow[] = {"follow", NULL};
+static const char *const p_app[] = {"name", "src", "port", "scheme", "health", "lifetime", "build_dir", NULL};
 
 static const struct route routes[] = {
 	{"POST", "/containers", h_containers_create, "container.create", p_none},
@@ -56,6 +57,13 @@ static const struct route routes[] = {
 	{"GET", "/jobs", h_jobs_list, "job.list", p_jobs},
 	{"GET", "/jobs/*", h_job_get, "job.get", p_wait},
 	{"DELETE", "/jobs/*", h_job_delete, "job.cancel", p_none},
+	{"GET", "/apps", h_apps_list, "app.list", p_none},
+	{"POST", "/apps", h_app_create, "app.create", p_app},
+	{"GET", "/apps/*", h_app_get, "app.get", p_none},
+	{"PUT", "/apps/*", h_app_update, "app.update", p_app},
+	{"DELETE", "/apps/*", h_app_delete, "app.delete", p_none},
+	{"POST", "/apps/*/run", h_app_run, "app.run", p_none},
+	{"GET", "/_appauth", h_app_gate, "app.proxy", p_none}, /* auth_request of /apps/{name}/... */
 	{"GET", "/definitions", h_definitions_list, "definitions.list", p_none},
 	{"GET", "/definitions/*", h_definition_get, "definitions.get", p_none},
 	{"GET", "/healthz", h_healthz, "healthz", p_none},

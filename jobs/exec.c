@@ -1025,6 +1025,8 @@ int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, c
 		return cm_err_internal(err, "job without a container");
 	if (!strncmp(kind, "h.", 2))
 		return harpoon_job(c, kind, cuid, args, result, err);
+	if (!strncmp(kind, "app.", 4))
+		return apps_job(c, kind, cuid, args, result, err);
 	if (!strncmp(kind, "image.", 6) || !strncmp(kind, "volume.", 7))
 		return images_job(c, kind, cuid, args, result, err);
 	if (!strcmp(kind, "create"))

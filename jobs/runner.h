@@ -76,6 +76,17 @@ int docker_image_exists(struct ctx *c, const char *ref, struct cm_error *err);
 int images_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);
 int job_commit(struct ctx *c, const char *cuid, yajl_val args, char **result, struct cm_error *err);
 void images_sweep(struct ctx *c);
+/* Path of a staged context (a plain name inside DATA/builds). */
+int context_path(struct ctx *c, const char *name, char *out, size_t outsz, struct cm_error *err);
+/* Builds tag from the staged context at path (re-packed to build_dir; dockerfile "" = found):
+ * 0 with image_id (and the container file used), or -1 with err. The context stays. */
+int build_context(struct ctx *c, const char *path, const char *build_dir, const char *dockerfile, const char *tag,
+		  const char *what, char image_id[80], char *used_dockerfile, size_t udsz, struct cm_error *err);
+
+/* apps.c: app.create, app.update, app.delete, app.restart, app.run (keys "app:NAME", "apprun:NAME")
+ * and the health checker */
+int apps_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);
+void *health_thread(void *arg);
 
 /* harpoon.c: start_container's jobs (kinds "h.*", key "h:NAME") */
 int harpoon_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);

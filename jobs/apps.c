@@ -1,0 +1,995 @@
+/* apps.c: the runner's side of /apps.
+ *
+ *   app.create  {name, src, port, resolved_port, scheme, health, lifetime, build_dir,
+ *                context|image, dockerfile}      build (or take the image), start, insert the row
+ *   app.update  (the same)                        build the next generation, start it, wait until
+ *                                                 healthy, swap the row, drain, remove the old one
+ *   app.delete  {name}                            route, container and image go
+ *   app.restart {name}                            (queued by the health checker) start it again
+ *   app.run     {name, argv, json}                a command in the app's container (key "apprun:NAME")
+ *
+ * Keys are "app:NAME", so one app's changes run in order. Images are tagged cm-app-NAME:GEN-INST and
+ * containers named cm-app-NAME-GEN-INST; both carry the instance label. The health checker (a thread)
+ * probes every service app once a second and records the outcome in the row, which the route's
+ * gate reads per request. */
+#include "config.h"
+#include "runner.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define INSTANCE_LABEL "io.container-manager.instance"
+#define APP_LABEL "io.container-manager.app"
+#define START_FAILS 15       /* consecutive failed checks before a starting app is unhealthy */
+#define HEALTHY_FAILS 3      /* ... and a healthy one */
+#define CHECK_MS 1000
+#define SWAP_WAIT_MS 180000  /* a rebuilt container has this long to become healthy */
+#define DRAIN_MS 2000        /* the old container keeps serving requests already sent to it */
+#define OUT_MAX (1 << 20)    /* captured stdout / stderr of a run, each */
+#define RUN_TIMEOUT 300
+#define BACKOFF_MAX_MS 60000
+
+struct app {
+	char name[64];
+	char image[400];
+	char docker_id[80];
+	char lifetime[10];
+	char scheme[8];
+	char health[520];
+	char status[16];
+	long long generation, host_port, container_port;
+	bool built;
+};
+
+static int load_app(struct ctx *c, const char *name, struct app *a, struct cm_error *err)
+{
+	static const char *sql = "SELECT image, docker_id, lifetime, scheme, health, status, generation, host_port, "
+				 "container_port, built FROM apps WHERE name = ?";
+	sqlite3_stmt *st = cm_db_stmt(&c->db, sql, err);
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memset(a, 0, sizeof *a);
+		snprintf(a->name, sizeof a->name, "%s", name);
+		snprintf(a->image, sizeof a->image, "%s", cm_col_str(st, 0) ? cm_col_str(st, 0) : "");
+		snprintf(a->docker_id, sizeof a->docker_id, "%s", cm_col_str(st, 1) ? cm_col_str(st, 1) : "");
+		snprintf(a->lifetime, sizeof a->lifetime, "%s", cm_col_str(st, 2) ? cm_col_str(st, 2) : "");
+		snprintf(a->scheme, sizeof a->scheme, "%s", cm_col_str(st, 3) ? cm_col_str(st, 3) : "http");
+		snprintf(a->health, sizeof a->health, "%s", cm_col_str(st, 4) ? cm_col_str(st, 4) : "/");
+		snprintf(a->status, sizeof a->status, "%s", cm_col_str(st, 5) ? cm_col_str(st, 5) : "");
+		a->generation = sqlite3_column_int64(st, 6);
+		a->host_port = sqlite3_column_int64(st, 7);
+		a->container_port = sqlite3_column_int64(st, 8);
+		a->built = sqlite3_column_int(st, 9) != 0;
+	}
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return cm_err_set(err, 404, "not_found", "APP_NOT_FOUND", "name", "app %s not found", name);
+	return rc == SQLITE_ROW ? 0 : cm_db_fail(&c->db, err, "read app");
+}
+
+/* Runs one write statement with text/int parameters: "t" text, "i" int64, "n" null. */
+static int app_exec(struct ctx *c, const char *sql, const char *types, ...)
+{
+	struct cm_error err;
+	for (int attempt = 0; attempt < 50; attempt++) {
+		sqlite3_stmt *st = cm_db_stmt(&c->db, sql, &err);
+		if (!st)
+			return -1;
+		va_list ap;
+		va_start(ap, types);
+		for (int i = 0; types[i]; i++) {
+			if (types[i] == 't') {
+				const char *v = va_arg(ap, const char *);
+				if (v)
+					sqlite3_bind_text(st, i + 1, v, -1, SQLITE_TRANSIENT);
+			} else if (types[i] == 'i') {
+				sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
+			}
+		}
+		va_end(ap);
+		int rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+		if (rc == SQLITE_DONE)
+			return 0;
+		if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+			break;
+		usleep(50000);
+	}
+	cm_warn("apps: a write failed: %s", sqlite3_errmsg(c->db.h));
+	return -1;
+}
+
+static void docker_rm_quiet(struct ctx *c, const char *id_or_name)
+{
+	if (!id_or_name || !*id_or_name)
+		return;
+	struct cm_buf p = {0}, r = {0};
+	struct cm_error e;
+	cm_buf_puts(&p, "/containers/");
+	cm_buf_urlenc(&p, id_or_name);
+	cm_buf_puts(&p, "?force=1&v=1");
+	long st = cm_docker_call(&c->docker, "DELETE", cm_buf_str(&p), NULL, &r, 60, &e);
+	if (st != 204 && st != 404)
+		cm_warn("apps: removing container %s: %ld", id_or_name, st);
+	cm_buf_free(&p);
+	cm_buf_free(&r);
+}
+
+static void image_rm_quiet(struct ctx *c, const char *ref)
+{
+	if (!ref || !*ref)
+		return;
+	struct cm_buf p = {0}, r = {0};
+	struct cm_error e;
+	cm_buf_puts(&p, "/images/");
+	cm_buf_urlenc(&p, ref);
+	cm_buf_puts(&p, "?force=1");
+	long st = cm_docker_call(&c->docker, "DELETE", cm_buf_str(&p), NULL, &r, 120, &e);
+	if (st != 200 && st != 404)
+		cm_warn("apps: removing image %s: %ld", ref, st);
+	cm_buf_free(&p);
+	cm_buf_free(&r);
+}
+
+/* The image's id and lowest exposed tcp port (0: none). */
+static int image_info(struct ctx *c, const char *ref, char id[80], long long *port, struct cm_error *err)
+{
+	struct cm_buf p = {0}, r = {0};
+	cm_buf_puts(&p, "/images/");
+	cm_buf_urlenc(&p, ref);
+	cm_buf_puts(&p, "/json");
+	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 60, err);
+	cm_buf_free(&p);
+	if (st != 200) {
+		cm_buf_free(&r);
+		if (st == 404)
+			return cm_err_set(err, 404, "not_found", "IMAGE_NOT_FOUND", "src", "image %s is not available locally", ref);
+		return st < 0 ? -1 : cm_err_internal(err, "image inspect failed (%ld)", st);
+	}
+	yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, err);
+	cm_buf_free(&r);
+	if (!v)
+		return -1;
+	snprintf(id, 80, "%s", cm_json_get_str(v, "Id") ? cm_json_get_str(v, "Id") : "");
+	yajl_val ep = cm_json_get(cm_json_get(v, "Config"), "ExposedPorts");
+	*port = 0;
+	for (size_t i = 0; YAJL_IS_OBJECT(ep) && i < ep->u.object.len; i++) {
+		char *end;
+		long long p2 = strtoll(ep->u.object.keys[i], &end, 10);
+		if (p2 > 0 && p2 < 65536 && !strcmp(end, "/tcp") && (!*port || p2 < *port))
+			*port = p2;
+	}
+	yajl_tree_free(v);
+	return 0;
+}
+
+/* The create body of an app container: confined like every container the service makes, the
+ * app's port published on 127.0.0.1 with an ephemeral host port. argv/entrypoint (a run of a
+ * command app) replace the image's command when given. */
+static char *app_body(struct ctx *c, const char *name, const char *image, long long port, yajl_val argv)
+{
+	const struct cm_config *cfg = &c->rn->cfg;
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return NULL;
+	char buf[64];
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, "Image", image);
+	if (argv) {
+		cm_jg_str(g, "Entrypoint");
+		yajl_gen_array_open(g);
+		cm_jg_str(g, YAJL_GET_STRING(argv->u.array.values[0]));
+		yajl_gen_array_close(g);
+		cm_jg_str(g, "Cmd");
+		yajl_gen_array_open(g);
+		for (size_t i = 1; i < argv->u.array.len; i++)
+			cm_jg_str(g, YAJL_GET_STRING(argv->u.array.values[i]));
+		yajl_gen_array_close(g);
+	}
+	cm_jg_str(g, "Labels");
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, INSTANCE_LABEL, c->rn->instance);
+	cm_jg_kv_str(g, APP_LABEL, name);
+	yajl_gen_map_close(g);
+	snprintf(buf, sizeof buf, "%lld/tcp", port);
+	if (port > 0) {
+		cm_jg_str(g, "ExposedPorts");
+		yajl_gen_map_open(g);
+		cm_jg_str(g, buf);
+		yajl_gen_map_open(g);
+		yajl_gen_map_close(g);
+		yajl_gen_map_close(g);
+	}
+	cm_jg_str(g, "HostConfig");
+	yajl_gen_map_open(g);
+	emit_confinement(g);
+	cm_jg_kv_int(g, "Memory", cfg->default_memory);
+	cm_jg_kv_int(g, "MemorySwap", cfg->default_memory);
+	cm_jg_kv_int(g, "PidsLimit", cfg->default_pids);
+	if (cfg->default_cpus > 0)
+		cm_jg_kv_int(g, "NanoCpus", (long long)(cfg->default_cpus * 1e9 + 0.5));
+	cm_jg_kv_str(g, "NetworkMode", "bridge");
+	if (port > 0) {
+		cm_jg_str(g, "PortBindings");
+		yajl_gen_map_open(g);
+		cm_jg_str(g, buf);
+		yajl_gen_array_open(g);
+		yajl_gen_map_open(g);
+		cm_jg_kv_str(g, "HostIp", "127.0.0.1");
+		cm_jg_kv_str(g, "HostPort", "");
+		yajl_gen_map_close(g);
+		yajl_gen_array_close(g);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+	return cm_jg_finish(g);
+}
+
+/* Creates a container (name may be NULL) and returns its id in id. */
+static int container_create(struct ctx *c, const char *cname, const char *body, char id[80], struct cm_error *err)
+{
+	struct cm_buf p = {0}, r = {0};
+	cm_buf_puts(&p, "/containers/create");
+	if (cname) {
+		cm_buf_puts(&p, "?name=");
+		cm_buf_urlenc(&p, cname);
+	}
+	long st = cm_docker_call(&c->docker, "POST", cm_buf_str(&p), body, &r, 60, err);
+	cm_buf_free(&p);
+	int rc = 0;
+	if (st == 201) {
+		yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, err);
+		const char *i = v ? cm_json_get_str(v, "Id") : NULL;
+		snprintf(id, 80, "%s", i ? i : "");
+		if (v)
+			yajl_tree_free(v);
+		if (!id[0])
+			rc = cm_err_internal(err, "Docker create answered without an id");
+	} else if (st > 0) {
+		char msg[400];
+		cm_docker_message(cm_buf_str(&r), msg, sizeof msg);
+		rc = cm_err_set(err, 500, "compose_error", "DOCKER_ERROR", NULL, "creating the app's container failed (%ld): %s", st,
+				msg);
+	} else {
+		rc = -1;
+	}
+	cm_buf_free(&r);
+	return rc;
+}
+
+static int container_start(struct ctx *c, const char *id, struct cm_error *err)
+{
+	char path[200];
+	snprintf(path, sizeof path, "/containers/%s/start", id);
+	struct cm_buf r = {0};
+	long st = cm_docker_call(&c->docker, "POST", path, NULL, &r, 60, err);
+	int rc = 0;
+	if (st > 0 && st != 204 && st != 304) {
+		char msg[400];
+		cm_docker_message(cm_buf_str(&r), msg, sizeof msg);
+		rc = cm_err_set(err, 500, "compose_error", "START_FAILED", NULL, "the app's container did not start: %s", msg);
+	} else if (st < 0) {
+		rc = -1;
+	}
+	cm_buf_free(&r);
+	return rc;
+}
+
+/* Running state and the host port published for port/tcp (0 when none). 404 → -1 with 404 err. */
+static int container_state(struct ctx *c, const char *id, long long port, bool *running, long long *host_port,
+			   struct cm_error *err)
+{
+	yajl_val v;
+	long st = docker_inspect(c, id, &v, err);
+	if (st == 404)
+		return cm_err_set(err, 404, "not_found", "CONTAINER_GONE", NULL, "the app's container is gone");
+	if (st != 200)
+		return -1;
+	*running = YAJL_IS_TRUE(cm_json_get(cm_json_get(v, "State"), "Running"));
+	*host_port = 0;
+	char key[32];
+	snprintf(key, sizeof key, "%lld/tcp", port);
+	yajl_val b = cm_json_get(cm_json_get(cm_json_get(v, "NetworkSettings"), "Ports"), key);
+	for (size_t i = 0; YAJL_IS_ARRAY(b) && i < b->u.array.len && !*host_port; i++) {
+		const char *hp = cm_json_get_str(b->u.array.values[i], "HostPort");
+		if (hp)
+			*host_port = atoll(hp);
+	}
+	yajl_tree_free(v);
+	return 0;
+}
+
+/* Creates and starts generation gen's container; id and host_port filled. Nothing is left on error. */
+static int service_up(struct ctx *c, const char *name, long long gen, const char *image, long long port, char id[80],
+		      long long *host_port, struct cm_error *err)
+{
+	char cname[128];
+	/* several stacks may share a dockerd: the instance is part of the name */
+	snprintf(cname, sizeof cname, "cm-app-%s-%lld-%.8s", name, gen, c->rn->instance);
+	docker_rm_quiet(c, cname); /* a half-made one from an interrupted run of this job */
+	char *body = app_body(c, name, image, port, NULL);
+	if (!body)
+		return cm_err_internal(err, "out of memory");
+	int rc = container_create(c, cname, body, id, err);
+	free(body);
+	if (rc < 0)
+		return -1;
+	bool running = false;
+	if (container_start(c, id, err) < 0 || container_state(c, id, port, &running, host_port, err) < 0) {
+		docker_rm_quiet(c, id);
+		return -1;
+	}
+	if (!*host_port) {
+		docker_rm_quiet(c, id);
+		return cm_err_set(err, 500, "compose_error", "START_FAILED", "port",
+				  "the app's container %s (port %lld is not published)", running ? "has no host port" : "exited at once",
+				  port);
+	}
+	return 0;
+}
+
+/* ---- health probes ---- */
+
+static size_t discard(char *p, size_t s, size_t n, void *ud)
+{
+	(void)p, (void)ud;
+	return s * n;
+}
+
+/* GET scheme://127.0.0.1:port{health}: 0 when it answers 2xx/3xx, else -1 with why in msg. */
+static int probe(CURL *h, const char *scheme, long long port, const char *health, char *msg, size_t msgsz)
+{
+	char url[700];
+	snprintf(url, sizeof url, "%s://127.0.0.1:%lld%s", scheme, port, health);
+	curl_easy_reset(h);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 2000L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L); /* a container's own certificate */
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	CURLcode rc = curl_easy_perform(h);
+	if (rc != CURLE_OK) {
+		snprintf(msg, msgsz, "GET %s: %s", health, curl_easy_strerror(rc));
+		return -1;
+	}
+	long code = 0;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	if (code < 200 || code >= 400) {
+		snprintf(msg, msgsz, "GET %s answered %ld", health, code);
+		return -1;
+	}
+	return 0;
+}
+
+/* Waits until the new container answers its health check (or exits, or time is up). */
+static int wait_healthy(struct ctx *c, const char *id, const char *scheme, long long port, long long host_port,
+			const char *health, struct cm_error *err)
+{
+	CURL *h = curl_easy_init();
+	if (!h)
+		return cm_err_internal(err, "out of memory");
+	char msg[300] = "no check yet";
+	int64_t deadline = cm_monotonic_ms() + SWAP_WAIT_MS;
+	int rc = -1;
+	while (!c->rn->stop) {
+		if (probe(h, scheme, host_port, health, msg, sizeof msg) == 0) {
+			rc = 0;
+			break;
+		}
+		bool running = true;
+		long long hp = 0;
+		struct cm_error e2;
+		if (container_state(c, id, port, &running, &hp, &e2) == 0 && !running) {
+			snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " (the container exited)");
+			break;
+		}
+		if (cm_monotonic_ms() > deadline)
+			break;
+		usleep(CHECK_MS * 1000);
+	}
+	curl_easy_cleanup(h);
+	if (rc < 0)
+		cm_err_set(err, 422, "unhealthy", "APP_UNHEALTHY", "health", "the new container did not become healthy: %s", msg);
+	return rc;
+}
+
+/* ---- jobs ---- */
+
+/* The image for a create/update: built from the staged context as cm-app-NAME:GEN, or the
+ * image:REF as it is. tag/image_id/port filled; *built tells whether the image is ours. */
+static int app_image(struct ctx *c, yajl_val args, const char *name, long long gen, char tag[400], char image_id[80],
+		     long long *port, bool *built, struct cm_error *err)
+{
+	const char *image = cm_json_get_str(args, "image");
+	*built = false;
+	if (image) {
+		snprintf(tag, 400, "%s", image);
+	} else {
+		char path[PATH_MAX], what[128];
+		if (context_path(c, cm_json_get_str(args, "context"), path, sizeof path, err) < 0)
+			return -1;
+		snprintf(tag, 400, "cm-app-%s:%lld-%.8s", name, gen, c->rn->instance);
+		snprintf(what, sizeof what, "app %s", name);
+		int rc = build_context(c, path, cm_json_get_str(args, "build_dir"), cm_json_get_str(args, "dockerfile"), tag, what,
+				       image_id, NULL, 0, err);
+		unlink(path);
+		if (rc < 0)
+			return -1;
+		*built = true;
+	}
+	long long exposed = 0;
+	if (image_info(c, tag, image_id, &exposed, err) < 0)
+		goto fail;
+	long long asked = 0;
+	cm_json_get_int(args, "port", &asked);
+	*port = asked > 0 ? asked : exposed;
+	const char *lifetime = cm_json_get_str(args, "lifetime");
+	if (!*port && lifetime && !strcmp(lifetime, "service")) {
+		cm_err_validation(err, "PORT_REQUIRED", "port", "the app's image exposes no tcp port (EXPOSE) and no port was given");
+		goto fail;
+	}
+	return 0;
+fail:
+	if (*built)
+		image_rm_quiet(c, tag);
+	return -1;
+}
+
+static int job_create(struct ctx *c, const char *name, yajl_val args, char **result, struct cm_error *err)
+{
+	struct app old;
+	struct cm_error e0;
+	if (load_app(c, name, &old, &e0) == 0)
+		return cm_err_set(err, 409, "conflict", "APP_EXISTS", "name", "an app named %s already exists", name);
+	char tag[400], image_id[80] = "", id[80] = "";
+	long long port = 0, host_port = 0;
+	bool built = false;
+	if (app_image(c, args, name, 1, tag, image_id, &port, &built, err) < 0)
+		return -1;
+	const char *lifetime = cm_json_get_str(args, "lifetime");
+	bool service = lifetime && !strcmp(lifetime, "service");
+	if (service && service_up(c, name, 1, tag, port, id, &host_port, err) < 0)
+		goto fail;
+	int64_t now = cm_now_ms();
+	long long asked = 0;
+	cm_json_get_int(args, "port", &asked);
+	if (app_exec(c,
+		     "INSERT INTO apps(name, src, scheme, health, lifetime, build_dir, port, container_port, image, image_id, "
+		     "built, generation, docker_id, host_port, status, created_at, updated_at) "
+		     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+		     "ttttttiittititii", name, cm_json_get_str(args, "src"), cm_json_get_str(args, "scheme"),
+		     cm_json_get_str(args, "health"), lifetime, cm_json_get_str(args, "build_dir"), asked, port, tag, image_id,
+		     (long long)built, service ? id : NULL, host_port, service ? "starting" : "ready", (long long)now,
+		     (long long)now) < 0) {
+		cm_err_internal(err, "cannot record the app");
+		goto fail;
+	}
+	*result = strdup("{}");
+	return 0;
+fail:
+	if (id[0])
+		docker_rm_quiet(c, id);
+	if (built)
+		image_rm_quiet(c, tag);
+	return -1;
+}
+
+static int job_update(struct ctx *c, const char *name, yajl_val args, char **result, struct cm_error *err)
+{
+	struct app old;
+	if (load_app(c, name, &old, err) < 0)
+		return -1;
+	long long gen = old.generation + 1;
+	char tag[400], image_id[80] = "", id[80] = "";
+	long long port = 0, host_port = 0;
+	bool built = false;
+	if (app_image(c, args, name, gen, tag, image_id, &port, &built, err) < 0)
+		return -1;
+	const char *lifetime = cm_json_get_str(args, "lifetime");
+	const char *scheme = cm_json_get_str(args, "scheme"), *health = cm_json_get_str(args, "health");
+	bool service = lifetime && !strcmp(lifetime, "service");
+	if (service) {
+		if (service_up(c, name, gen, tag, port, id, &host_port, err) < 0)
+			goto fail;
+		/* the old container keeps serving (the row still names it) until this one is healthy */
+		if (wait_healthy(c, id, scheme ? scheme : "http", port, host_port, health ? health : "/", err) < 0)
+			goto fail;
+	}
+	long long asked = 0;
+	cm_json_get_int(args, "port", &asked);
+	int64_t now = cm_now_ms();
+	/* the swap: from here on the gate sends requests to the new container */
+	if (app_exec(c,
+		     "UPDATE apps SET src = ?, scheme = ?, health = ?, lifetime = ?, build_dir = ?, port = ?, "
+		     "container_port = ?, image = ?, image_id = ?, built = ?, generation = ?, docker_id = ?, host_port = ?, "
+		     "status = ?, failures = 0, last_error = NULL, last_check = ?, last_ok = ?, restart_streak = 0, "
+		     "next_restart_at = NULL, updated_at = ? WHERE name = ?",
+		     "tttttiittiititiiit", cm_json_get_str(args, "src"), scheme, health, lifetime, cm_json_get_str(args, "build_dir"),
+		     asked, port, tag, image_id, (long long)built, gen, service ? id : NULL, host_port,
+		     service ? "healthy" : "ready", (long long)now, (long long)now, (long long)now, name) < 0) {
+		cm_err_internal(err, "cannot record the app");
+		goto fail;
+	}
+	if (old.docker_id[0]) {
+		usleep(DRAIN_MS * 1000);
+		docker_rm_quiet(c, old.docker_id);
+	}
+	if (old.built && strcmp(old.image, tag))
+		image_rm_quiet(c, old.image);
+	*result = strdup("{}");
+	return 0;
+fail:
+	if (id[0])
+		docker_rm_quiet(c, id);
+	if (built && strcmp(tag, old.image))
+		image_rm_quiet(c, tag);
+	return -1;
+}
+
+static int job_delete(struct ctx *c, const char *name, char **result, struct cm_error *err)
+{
+	struct app a;
+	if (load_app(c, name, &a, err) < 0)
+		return -1;
+	/* the route goes first (the gate answers 404 for a deleting app) */
+	if (app_exec(c, "UPDATE apps SET status = 'deleting', updated_at = ? WHERE name = ?", "it", (long long)cm_now_ms(),
+		     name) < 0)
+		return cm_err_internal(err, "cannot record the app");
+	docker_rm_quiet(c, a.docker_id);
+	if (a.built)
+		image_rm_quiet(c, a.image);
+	if (app_exec(c, "DELETE FROM apps WHERE name = ?", "t", name) < 0)
+		return cm_err_internal(err, "cannot remove the app's row");
+	*result = strdup("{}");
+	return 0;
+}
+
+/* A dead service container: start it again (or make a new one when it is gone). */
+static int job_restart(struct ctx *c, const char *name, char **result, struct cm_error *err)
+{
+	struct app a;
+	if (load_app(c, name, &a, err) < 0)
+		return -1;
+	*result = strdup("{}");
+	if (strcmp(a.lifetime, "service") || !strcmp(a.status, "deleting"))
+		return 0;
+	bool running = false;
+	long long hp = 0;
+	struct cm_error e2;
+	int st = a.docker_id[0] ? container_state(c, a.docker_id, a.container_port, &running, &hp, &e2) : -1;
+	if (st == 0 && running)
+		return 0; /* came back by itself */
+	char id[80] = "";
+	if (st == 0) {
+		snprintf(id, sizeof id, "%s", a.docker_id);
+		if (container_start(c, id, err) < 0 || container_state(c, id, a.container_port, &running, &hp, err) < 0)
+			goto record;
+	} else if (service_up(c, name, a.generation, a.image, a.container_port, id, &hp, err) < 0) {
+		goto record;
+	}
+	cm_info("app %s: restarted its container", name);
+	app_exec(c, "UPDATE apps SET docker_id = ?, host_port = ?, status = 'starting', failures = 0, updated_at = ? WHERE name = ?",
+		 "tiit", id, hp, (long long)cm_now_ms(), name);
+	return 0;
+record:
+	app_exec(c, "UPDATE apps SET last_error = ?, updated_at = ? WHERE name = ?", "tit", err->message, (long long)cm_now_ms(),
+		 name);
+	return -1;
+}
+
+/* ---- app.run ---- */
+
+/* Docker's multiplexed stream (8-byte frame headers) into bounded stdout/stderr buffers. */
+struct demux {
+	unsigned char hdr[8];
+	size_t hlen;
+	size_t left;   /* payload bytes left in the current frame */
+	int stream;    /* 1 stdout, 2 stderr */
+	struct cm_buf out, err;
+	bool out_cut, err_cut;
+};
+
+static int demux_chunk(const char *data, size_t len, void *ud)
+{
+	struct demux *d = ud;
+	while (len) {
+		if (!d->left) {
+			size_t n = 8 - d->hlen < len ? 8 - d->hlen : len;
+			memcpy(d->hdr + d->hlen, data, n);
+			d->hlen += n;
+			data += n;
+			len -= n;
+			if (d->hlen == 8) {
+				d->stream = d->hdr[0];
+				d->left = ((size_t)d->hdr[4] << 24) | ((size_t)d->hdr[5] << 16) | ((size_t)d->hdr[6] << 8) | d->hdr[7];
+				d->hlen = 0;
+			}
+			continue;
+		}
+		size_t n = d->left < len ? d->left : len;
+		struct cm_buf *b = d->stream == 2 ? &d->err : &d->out;
+		bool *cut = d->stream == 2 ? &d->err_cut : &d->out_cut;
+		size_t room = b->len < OUT_MAX ? OUT_MAX - b->len : 0;
+		if (n > room)
+			*cut = true;
+		if (room && cm_buf_append(b, data, n < room ? n : room) < 0)
+			return 1;
+		d->left -= n;
+		data += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* s with invalid UTF-8 bytes replaced (JSON strings must be text); caller frees. */
+static char *utf8_clean(const char *s, size_t n)
+{
+	char *o = malloc(n * 3 + 1);
+	if (!o)
+		return NULL;
+	size_t j = 0;
+	for (size_t i = 0; i < n;) {
+		unsigned char ch = (unsigned char)s[i];
+		size_t len = ch < 0x80 ? 1 : (ch >> 5) == 6 ? 2 : (ch >> 4) == 14 ? 3 : (ch >> 3) == 30 ? 4 : 0;
+		if (ch == 0 || (len && i + len <= n && cm_valid_utf8(s + i, len))) {
+			if (ch == 0) {
+				o[j++] = ' ';
+				i++;
+				continue;
+			}
+			memcpy(o + j, s + i, len);
+			j += len;
+			i += len;
+		} else {
+			memcpy(o + j, "\xef\xbf\xbd", 3);
+			j += 3;
+			i++;
+		}
+	}
+	o[j] = '\0';
+	return o;
+}
+
+static int exec_service(struct ctx *c, const char *id, yajl_val argv, struct demux *d, long long *code,
+			struct cm_error *err)
+{
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return cm_err_internal(err, "out of memory");
+	yajl_gen_map_open(g);
+	cm_jg_str(g, "Cmd");
+	cm_jg_value(g, argv);
+	cm_jg_str(g, "AttachStdout");
+	cm_jg_bool(g, true);
+	cm_jg_str(g, "AttachStderr");
+	cm_jg_bool(g, true);
+	cm_jg_str(g, "Tty");
+	cm_jg_bool(g, false);
+	yajl_gen_map_close(g);
+	char *body = cm_jg_finish(g);
+	char path[200];
+	snprintf(path, sizeof path, "/containers/%s/exec", id);
+	struct cm_buf r = {0};
+	long st = body ? cm_docker_call(&c->docker, "POST", path, body, &r, 30, err) : -1;
+	free(body);
+	char eid[80] = "";
+	if (st == 201) {
+		yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, err);
+		snprintf(eid, sizeof eid, "%s", v && cm_json_get_str(v, "Id") ? cm_json_get_str(v, "Id") : "");
+		if (v)
+			yajl_tree_free(v);
+	} else if (st == 409 || st == 404) {
+		cm_buf_free(&r);
+		return cm_err_set(err, 409, "conflict", "APP_NOT_RUNNING", "name", "the app's container is not running");
+	}
+	cm_buf_free(&r);
+	if (!eid[0])
+		return st < 0 ? -1 : cm_err_internal(err, "exec create failed (%ld)", st);
+	snprintf(path, sizeof path, "/exec/%s/start", eid);
+	st = cm_docker_post_stream(&c->docker, path, "{\"Detach\":false,\"Tty\":false}", demux_chunk, d, RUN_TIMEOUT, err);
+	if (st < 0)
+		return -1;
+	if (st != 200)
+		return cm_err_internal(err, "exec start failed (%ld)", st);
+	snprintf(path, sizeof path, "/exec/%s/json", eid);
+	for (int i = 0; i < 100; i++) {
+		struct cm_buf j = {0};
+		st = cm_docker_call(&c->docker, "GET", path, NULL, &j, 30, err);
+		yajl_val v = st == 200 ? cm_json_parse(cm_buf_str(&j), j.len, err) : NULL;
+		cm_buf_free(&j);
+		bool done = v && !YAJL_IS_TRUE(cm_json_get(v, "Running")) && cm_json_get_int(v, "ExitCode", code);
+		if (v)
+			yajl_tree_free(v);
+		if (done)
+			return 0;
+		if (st != 200)
+			break;
+		usleep(20000);
+	}
+	return cm_err_internal(err, "the command's exit code is unknown");
+}
+
+static int wait_cb(const char *data, size_t len, void *ud)
+{
+	return cm_buf_append(ud, data, len) < 0;
+}
+
+/* A command app: a one-off container of the app's image running argv (removed afterwards). */
+static int run_oneoff(struct ctx *c, const struct app *a, yajl_val argv, struct demux *d, long long *code,
+		      struct cm_error *err)
+{
+	char *body = app_body(c, a->name, a->image, 0, argv);
+	if (!body)
+		return cm_err_internal(err, "out of memory");
+	char id[80] = "";
+	int rc = container_create(c, NULL, body, id, err);
+	free(body);
+	if (rc < 0)
+		return -1;
+	char path[200];
+	struct cm_buf w = {.limit = 1 << 16};
+	if (container_start(c, id, err) < 0) {
+		/* a missing program fails the start: that is the command failing */
+		snprintf(path, sizeof path, "%s\n", err->message);
+		cm_buf_puts(&d->err, path);
+		*code = 127;
+		docker_rm_quiet(c, id);
+		return 0;
+	}
+	snprintf(path, sizeof path, "/containers/%s/wait", id);
+	long st = cm_docker_post_stream(&c->docker, path, NULL, wait_cb, &w, RUN_TIMEOUT, err);
+	rc = -1;
+	if (st == 200) {
+		yajl_val v = cm_json_parse(cm_buf_str(&w), w.len, err);
+		if (v && cm_json_get_int(v, "StatusCode", code))
+			rc = 0;
+		else if (v)
+			cm_err_internal(err, "the command's exit code is unknown");
+		if (v)
+			yajl_tree_free(v);
+	} else if (st > 0) {
+		cm_err_internal(err, "container wait failed (%ld)", st);
+	}
+	cm_buf_free(&w);
+	if (rc == 0) {
+		snprintf(path, sizeof path, "/containers/%s/logs?stdout=1&stderr=1", id);
+		st = cm_docker_stream(&c->docker, path, demux_chunk, d, NULL, err);
+		if (st != 200)
+			rc = st < 0 ? -1 : cm_err_internal(err, "reading the command's output failed (%ld)", st);
+	}
+	docker_rm_quiet(c, id);
+	return rc;
+}
+
+static int job_run(struct ctx *c, const char *name, yajl_val args, char **result, struct cm_error *err)
+{
+	struct app a;
+	if (load_app(c, name, &a, err) < 0)
+		return -1;
+	yajl_val argv = cm_json_get(args, "argv");
+	if (!YAJL_IS_ARRAY(argv) || !argv->u.array.len)
+		return cm_err_internal(err, "app.run without argv");
+	bool json = YAJL_IS_TRUE(cm_json_get(args, "json"));
+	struct demux d = {0};
+	long long code = -1;
+	int rc;
+	if (!strcmp(a.lifetime, "service")) {
+		if (!a.docker_id[0])
+			return cm_err_set(err, 409, "conflict", "APP_NOT_RUNNING", "name", "the app has no container");
+		rc = exec_service(c, a.docker_id, argv, &d, &code, err);
+	} else {
+		rc = run_oneoff(c, &a, argv, &d, &code, err);
+	}
+	if (rc < 0)
+		goto out;
+	char *so = utf8_clean(cm_buf_str(&d.out), d.out.len), *se = utf8_clean(cm_buf_str(&d.err), d.err.len);
+	yajl_val parsed = NULL;
+	struct cm_error perr = {0};
+	if (json && code == 0 && so) {
+		parsed = cm_json_parse(so, strlen(so), &perr);
+		if (!parsed) {
+			rc = cm_err_set(err, 422, "command_error", "OUTPUT_NOT_JSON", "json",
+					"the command succeeded but its stdout is not JSON (%s): %.200s", perr.message, so);
+			free(so);
+			free(se);
+			goto out;
+		}
+	}
+	yajl_gen g = cm_jg_new();
+	yajl_gen_map_open(g);
+	cm_jg_kv_str(g, "stdout", so ? so : "");
+	cm_jg_kv_str(g, "stderr", se ? se : "");
+	cm_jg_kv_int(g, "exit_code", code);
+	cm_jg_str(g, "stdout_truncated");
+	cm_jg_bool(g, d.out_cut);
+	cm_jg_str(g, "stderr_truncated");
+	cm_jg_bool(g, d.err_cut);
+	if (json) {
+		cm_jg_str(g, "value");
+		if (parsed)
+			cm_jg_value(g, parsed);
+		else
+			cm_jg_null(g);
+	}
+	yajl_gen_map_close(g);
+	if (parsed)
+		yajl_tree_free(parsed);
+	free(so);
+	free(se);
+	*result = cm_jg_finish(g);
+	rc = *result ? 0 : cm_err_internal(err, "out of memory");
+out:
+	cm_buf_free(&d.out);
+	cm_buf_free(&d.err);
+	return rc;
+}
+
+int apps_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err)
+{
+	const char *name = cm_json_get_str(args, "name");
+	if (!name || !cm_valid_app_name(name))
+		return cm_err_internal(err, "app job without a valid name (%s)", key);
+	if (!strcmp(kind, "app.create"))
+		return job_create(c, name, args, result, err);
+	if (!strcmp(kind, "app.update"))
+		return job_update(c, name, args, result, err);
+	if (!strcmp(kind, "app.delete"))
+		return job_delete(c, name, result, err);
+	if (!strcmp(kind, "app.restart"))
+		return job_restart(c, name, result, err);
+	if (!strcmp(kind, "app.run"))
+		return job_run(c, name, args, result, err);
+	return cm_err_internal(err, "unknown job kind %s", kind);
+}
+
+/* ---- the health checker ---- */
+
+/* Queues app.restart for name unless one of its jobs is already waiting. */
+static void queue_restart(struct ctx *c, const char *name)
+{
+	struct cm_error err;
+	char key[80], args[128];
+	snprintf(key, sizeof key, "app:%s", name);
+	snprintf(args, sizeof args, "{\"name\":\"%s\"}", name);
+	if (cm_db_begin(&c->db, &err) < 0)
+		return;
+	sqlite3_stmt *st = cm_db_stmt(&c->db, "SELECT 1 FROM jobs WHERE cuid = ? AND status IN ('queued', 'running')", &err);
+	if (!st) {
+		cm_db_rollback(&c->db);
+		return;
+	}
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	bool busy = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_reset(st);
+	if (busy || cm_job_insert(&c->db, "app.restart", key, args, NULL, "-", &err) < 0) {
+		cm_db_rollback(&c->db);
+		return;
+	}
+	if (cm_db_commit(&c->db, &err) < 0)
+		return;
+	pthread_mutex_lock(&c->rn->mu);
+	c->rn->wake_seq++;
+	pthread_cond_broadcast(&c->rn->cv);
+	pthread_mutex_unlock(&c->rn->mu);
+}
+
+struct check {
+	char name[64], scheme[8], health[520], status[16], docker_id[80];
+	long long host_port, port, failures, streak, next_restart;
+};
+
+static void check_one(struct ctx *c, CURL *h, const struct check *k)
+{
+	char msg[300] = "";
+	int64_t now = cm_now_ms();
+	if (k->host_port > 0 && probe(h, k->scheme, k->host_port, k->health, msg, sizeof msg) == 0) {
+		if (strcmp(k->status, "healthy") || k->failures)
+			cm_info("app %s is healthy", k->name);
+		app_exec(c,
+			 "UPDATE apps SET status = 'healthy', failures = 0, last_check = ?, last_ok = ?, last_error = NULL, "
+			 "restart_streak = 0, next_restart_at = NULL WHERE name = ? AND docker_id = ?",
+			 "iitt", (long long)now, (long long)now, k->name, k->docker_id);
+		return;
+	}
+	if (!msg[0])
+		snprintf(msg, sizeof msg, "the container publishes no port");
+	long long f = k->failures + 1;
+	const char *status = k->status;
+	if ((!strcmp(status, "healthy") && f >= HEALTHY_FAILS) || (!strcmp(status, "starting") && f >= START_FAILS))
+		status = "unhealthy";
+	/* a dead container is started again, with back-off */
+	bool running = true;
+	long long hp = 0;
+	struct cm_error e2;
+	if (container_state(c, k->docker_id, k->port, &running, &hp, &e2) < 0)
+		running = e2.status != 404;
+	if (!running) {
+		status = "unhealthy";
+		snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " (the container is not running)");
+	}
+	if (strcmp(status, k->status))
+		cm_info("app %s is %s: %s", k->name, status, msg);
+	long long next = k->next_restart, streak = k->streak;
+	if (!running && now >= next) {
+		long long backoff = 1000LL << (streak < 6 ? streak : 6);
+		if (backoff > BACKOFF_MAX_MS)
+			backoff = BACKOFF_MAX_MS;
+		next = now + backoff;
+		streak++;
+		queue_restart(c, k->name);
+		app_exec(c, "UPDATE apps SET restarts = restarts + 1 WHERE name = ?", "t", k->name);
+	}
+	app_exec(c,
+		 "UPDATE apps SET status = ?, failures = ?, last_check = ?, last_error = ?, restart_streak = ?, "
+		 "next_restart_at = ? WHERE name = ? AND docker_id = ?",
+		 "tiitiitt", status, f, (long long)now, msg, streak, next, k->name, k->docker_id);
+}
+
+void *health_thread(void *arg)
+{
+	struct runner *rn = arg;
+	struct ctx c;
+	struct cm_error err;
+	if (ctx_open(&c, rn, &err) < 0) {
+		cm_error("health checker: %s", err.message);
+		return NULL;
+	}
+	CURL *h = curl_easy_init();
+	if (!h) {
+		ctx_close(&c);
+		return NULL;
+	}
+	static const char *sql = "SELECT name, scheme, health, status, docker_id, host_port, container_port, failures, "
+				 "restart_streak, COALESCE(next_restart_at, 0) FROM apps WHERE lifetime = 'service' AND "
+				 "status IN ('starting', 'healthy', 'unhealthy') AND docker_id IS NOT NULL ORDER BY name";
+	while (!rn->stop) {
+		int64_t started = cm_monotonic_ms();
+		struct check *list = NULL;
+		size_t n = 0, cap = 0;
+		sqlite3_stmt *st = cm_db_stmt(&c.db, sql, &err);
+		while (st && sqlite3_step(st) == SQLITE_ROW) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				void *p = realloc(list, cap * sizeof *list);
+				if (!p)
+					break;
+				list = p;
+			}
+			struct check *k = &list[n++];
+			snprintf(k->name, sizeof k->name, "%s", cm_col_str(st, 0) ? cm_col_str(st, 0) : "");
+			snprintf(k->scheme, sizeof k->scheme, "%s", cm_col_str(st, 1) ? cm_col_str(st, 1) : "http");
+			snprintf(k->health, sizeof k->health, "%s", cm_col_str(st, 2) ? cm_col_str(st, 2) : "/");
+			snprintf(k->status, sizeof k->status, "%s", cm_col_str(st, 3) ? cm_col_str(st, 3) : "");
+			snprintf(k->docker_id, sizeof k->docker_id, "%s", cm_col_str(st, 4) ? cm_col_str(st, 4) : "");
+			k->host_port = sqlite3_column_int64(st, 5);
+			k->port = sqlite3_column_int64(st, 6);
+			k->failures = sqlite3_column_int64(st, 7);
+			k->streak = sqlite3_column_int64(st, 8);
+			k->next_restart = sqlite3_column_int64(st, 9);
+		}
+		if (st)
+			sqlite3_reset(st);
+		/* no statement stays open across the probes */
+		for (size_t i = 0; i < n && !rn->stop; i++)
+			check_one(&c, h, &list[i]);
+		free(list);
+		int64_t spent = cm_monotonic_ms() - started;
+		if (spent < CHECK_MS && !rn->stop)
+			usleep((useconds_t)(CHECK_MS - spent) * 1000);
+	}
+	curl_easy_cleanup(h);
+	ctx_close(&c);
+	return NULL;
+}
