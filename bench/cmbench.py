@@ -13,17 +13,20 @@ target was met. Do not use this as a CI gate.
 
 import base64
 import http.client
+import io
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import zipfile
 import uuid
 
@@ -1343,6 +1346,72 @@ def bench_h(root):
     RESULTS["h"] = {"api": a, "cli": b, "ratio": a / b}
 
 
+# ------------------------------------------------------------------------------ (i) apps
+
+APP_PAGE = 512  # bytes of the page the app serves
+
+
+def bench_i(root):
+    say("\n(i) GET through nginx /apps/{name}/ (auth_request gate + proxy) vs the same container's published "
+        "port hit directly (wrk -t%d -c%d -d%ds; busybox httpd closes each connection on both sides)"
+        % (THREADS, CONNS, DURATION))
+    say("    load average before: %s" % loadavg())
+    st = Stack(root, "i")
+    start_stacks(st)
+    ses = st.session()
+    name = "bench-" + base64.b16encode(os.urandom(3)).decode().lower()
+
+    def rm_leftovers():
+        code, lst = docker("GET", "/containers/json?all=1&filters=" + urllib.parse.quote(
+            json.dumps({"label": ["io.container-manager.app=%s" % name]})))
+        for c in lst if code == 200 else []:
+            docker("DELETE", "/containers/%s?force=1&v=1" % c["Id"])
+    CLEANUPS.append(rm_leftovers)
+    dockerfile = ("FROM %s\nRUN mkdir -p /www && head -c %d /dev/zero | tr '\\0' x > /www/index.html\n"
+                  "EXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n" % (IMAGE, APP_PAGE))
+    zb = io.BytesIO()
+    with zipfile.ZipFile(zb, "w") as z:
+        z.writestr("Dockerfile", dockerfile)
+    r = ses.post(st.base + "/apps", files={"spec": (None, json.dumps({"name": name}), "application/json"),
+                                           "source": ("src.zip", zb.getvalue(), "application/zip")}, timeout=600)
+    if r.status_code != 201:
+        raise RuntimeError("POST /apps -> %s %s" % (r.status_code, r.text[:300]))
+    deadline = time.time() + 120
+    chk = {"User-Agent": CHECK_UA}  # 503 until the app is healthy: expected
+    while time.time() < deadline and ses.get(st.base + "/apps/%s/" % name, headers=chk, timeout=10).status_code != 200:
+        time.sleep(0.5)
+    host_port = None
+    con = sqlite3.connect("file:%s?mode=ro" % st.db, uri=True, timeout=15)
+    try:
+        row = con.execute("SELECT host_port, status FROM apps WHERE name = ?", (name,)).fetchone()
+    finally:
+        con.close()
+    if not row or row[1] != "healthy":
+        raise RuntimeError("the app did not become healthy: %r" % (row,))
+    host_port = row[0]
+    via = st.base + "/apps/%s/" % name
+    direct = "http://127.0.0.1:%d/" % host_port
+    a = requests.get(via, headers=st.authz, timeout=10)
+    b = requests.get(direct, timeout=10)
+    say("  checks: via nginx %d (%d bytes), direct %d (%d bytes)" % (a.status_code, len(a.content), b.status_code,
+                                                                    len(b.content)))
+    if a.status_code != 200 or b.status_code != 200 or a.content != b.content:
+        problem("i", "the two sides do not answer the same page (%d/%d)" % (a.status_code, b.status_code))
+    for u in (via, direct):
+        wrk(u, st.authz, duration=1)
+    res = alternate(ROUNDS, [("via /apps/{name}/", via, st.authz, {}), ("direct port", direct, st.authz, {})], "i")
+    r = ses.delete(st.base + "/apps/" + name, timeout=120)
+    if r.status_code != 204:
+        problem("i", "DELETE /apps/%s -> %d" % (name, r.status_code))
+    finish_stacks("i", st)
+    v = median([x["rps"] for x in res["via /apps/{name}/"]])
+    d = median([x["rps"] for x in res["direct port"]])
+    ratio = v / d if d else float("nan")
+    say("  RESULT (i) through /apps/{name}/ %s vs direct %s -> %.0f%% (target >= 70%%: %s) [median of %d rounds]"
+        % (fmt_rps(v), fmt_rps(d), 100 * ratio, "met" if ratio >= 0.70 else "not met", ROUNDS))
+    RESULTS["i"] = {"via": v, "direct": d, "ratio": ratio}
+
+
 def pct(xs, p):
     """The p-th percentile (nearest rank) of xs."""
     if not xs:
@@ -2012,6 +2081,10 @@ def summary():
     if r:
         say("(h) image build (10 MB)   API %6.2f s   docker build %6.2f s   ratio %5.2fx   (target <= 1.10x)"
             % (r["api"], r["cli"], r["ratio"]))
+    r = RESULTS.get("i")
+    if r:
+        say("(i) app route /apps/NAME/ %15s   direct %15s   ratio %4.0f%%   (target >= 70%%)"
+            % (fmt_rps(r["via"]), fmt_rps(r["direct"]), 100 * r["ratio"]))
     if PROBLEMS:
         say("problems seen (%d):" % len(PROBLEMS))
         for b, t in PROBLEMS:
@@ -2076,10 +2149,10 @@ def tree_state():
 
 
 def main(argv):
-    which = [a for a in argv if a in "abcdefgh" and len(a) == 1] or list("abcdefgh")
-    bad = [a for a in argv if not (a in "abcdefgh" and len(a) == 1)]
+    which = [a for a in argv if a in "abcdefghi" and len(a) == 1] or list("abcdefghi")
+    bad = [a for a in argv if not (a in "abcdefghi" and len(a) == 1)]
     if bad:
-        say("usage: bench/run [a] [b] [c] [d] [e] [f] [g] [h]")
+        say("usage: bench/run [a] [b] [c] [d] [e] [f] [g] [h] [i]")
         return 2
     root = tempfile.mkdtemp(prefix="cm-bench.", dir="/tmp")
     os.chmod(root, 0o755)
@@ -2094,7 +2167,7 @@ def main(argv):
         return 1
     say("running %s from a copy of the build: %s" % (version, SHARE))
     bins_before = binaries()
-    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f, "g": bench_g, "h": bench_h}
+    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f, "g": bench_g, "h": bench_h, "i": bench_i}
     rc = 0
 
     def on_signal(sig, frame):
