@@ -297,37 +297,37 @@ void h_app_get(struct cm_req *r)
 		respond_app(r, name, 200);
 }
 
-/* 409 APP_EXISTS when the name has a row or a create on its way (inside the job's transaction). */
-static int check_free(struct cm_db *db, void *ctx, struct cm_error *err)
+/* Inside the job's transaction: check_free answers 409 APP_EXISTS when the name has a row or
+ * a create on its way; check_exists 404 APP_NOT_FOUND unless the app exists (not deleting). */
+static int app_presence(struct cm_db *db, const char *name, bool want, struct cm_error *err)
 {
-	const char *name = ctx;
-	static const char *sql = "SELECT 1 FROM apps WHERE name = ?1 UNION ALL SELECT 1 FROM jobs WHERE cuid = 'app:' || ?1 "
-				 "AND kind = 'app.create' AND status IN ('queued', 'running') LIMIT 1";
+	static const char *sql = "SELECT 1 FROM apps WHERE name = ?1 AND (?2 = 0 OR status <> 'deleting') UNION ALL "
+				 "SELECT 1 FROM jobs WHERE ?2 = 0 AND cuid = 'app:' || ?1 AND kind = 'app.create' "
+				 "AND status IN ('queued', 'running') LIMIT 1";
 	sqlite3_stmt *st = cm_db_stmt(db, sql, err);
 	if (!st)
 		return -1;
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, want);
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return cm_db_fail(db, err, "read apps");
+	if (want && rc == SQLITE_DONE)
+		return cm_err_set(err, 404, "not_found", "APP_NOT_FOUND", "name", "app %s not found", name);
+	if (!want && rc == SQLITE_ROW)
 		return cm_err_set(err, 409, "conflict", "APP_EXISTS", "name", "an app named %s already exists", name);
-	return rc == SQLITE_DONE ? 0 : cm_db_fail(db, err, "read apps");
+	return 0;
 }
 
-/* The app must exist (and not be on its way out) when its update is queued. */
+static int check_free(struct cm_db *db, void *ctx, struct cm_error *err)
+{
+	return app_presence(db, ctx, false, err);
+}
+
 static int check_exists(struct cm_db *db, void *ctx, struct cm_error *err)
 {
-	const char *name = ctx;
-	static const char *sql = "SELECT 1 FROM apps WHERE name = ? AND status <> 'deleting'";
-	sqlite3_stmt *st = cm_db_stmt(db, sql, err);
-	if (!st)
-		return -1;
-	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_DONE)
-		return cm_err_set(err, 404, "not_found", "APP_NOT_FOUND", "name", "app %s not found", name);
-	return rc == SQLITE_ROW ? 0 : cm_db_fail(db, err, "read apps");
+	return app_presence(db, ctx, true, err);
 }
 
 /* The lowest tcp port of an image's Config.ExposedPorts ({"8080/tcp": {}}), or 0. */

@@ -662,65 +662,6 @@ static char *utf8_clean(const char *s, size_t n)
 	return o;
 }
 
-static int exec_service(struct ctx *c, const char *id, yajl_val argv, struct demux *d, long long *code,
-			struct cm_error *err)
-{
-	yajl_gen g = cm_jg_new();
-	if (!g)
-		return cm_err_internal(err, "out of memory");
-	yajl_gen_map_open(g);
-	cm_jg_str(g, "Cmd");
-	cm_jg_value(g, argv);
-	cm_jg_str(g, "AttachStdout");
-	cm_jg_bool(g, true);
-	cm_jg_str(g, "AttachStderr");
-	cm_jg_bool(g, true);
-	cm_jg_str(g, "Tty");
-	cm_jg_bool(g, false);
-	yajl_gen_map_close(g);
-	char *body = cm_jg_finish(g);
-	char path[200];
-	snprintf(path, sizeof path, "/containers/%s/exec", id);
-	struct cm_buf r = {0};
-	long st = body ? cm_docker_call(&c->docker, "POST", path, body, &r, 30, err) : -1;
-	free(body);
-	char eid[80] = "";
-	if (st == 201) {
-		yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, err);
-		snprintf(eid, sizeof eid, "%s", v && cm_json_get_str(v, "Id") ? cm_json_get_str(v, "Id") : "");
-		if (v)
-			yajl_tree_free(v);
-	} else if (st == 409 || st == 404) {
-		cm_buf_free(&r);
-		return cm_err_set(err, 409, "conflict", "APP_NOT_RUNNING", "name", "the app's container is not running");
-	}
-	cm_buf_free(&r);
-	if (!eid[0])
-		return st < 0 ? -1 : cm_err_internal(err, "exec create failed (%ld)", st);
-	snprintf(path, sizeof path, "/exec/%s/start", eid);
-	st = cm_docker_post_stream(&c->docker, path, "{\"Detach\":false,\"Tty\":false}", demux_chunk, d, RUN_TIMEOUT, err);
-	if (st < 0)
-		return -1;
-	if (st != 200)
-		return cm_err_internal(err, "exec start failed (%ld)", st);
-	snprintf(path, sizeof path, "/exec/%s/json", eid);
-	for (int i = 0; i < 100; i++) {
-		struct cm_buf j = {0};
-		st = cm_docker_call(&c->docker, "GET", path, NULL, &j, 30, err);
-		yajl_val v = st == 200 ? cm_json_parse(cm_buf_str(&j), j.len, err) : NULL;
-		cm_buf_free(&j);
-		bool done = v && !YAJL_IS_TRUE(cm_json_get(v, "Running")) && cm_json_get_int(v, "ExitCode", code);
-		if (v)
-			yajl_tree_free(v);
-		if (done)
-			return 0;
-		if (st != 200)
-			break;
-		usleep(20000);
-	}
-	return cm_err_internal(err, "the command's exit code is unknown");
-}
-
 static int wait_cb(const char *data, size_t len, void *ud)
 {
 	return cm_buf_append(ud, data, len) < 0;
@@ -788,7 +729,9 @@ static int job_run(struct ctx *c, const char *name, yajl_val args, char **result
 	if (!strcmp(a.lifetime, "service")) {
 		if (!a.docker_id[0])
 			return cm_err_set(err, 409, "conflict", "APP_NOT_RUNNING", "name", "the app has no container");
-		rc = exec_service(c, a.docker_id, argv, &d, &code, err);
+		rc = docker_exec_argv(c, a.docker_id, argv, demux_chunk, &d, RUN_TIMEOUT, &code, err);
+		if (rc < 0 && !strcmp(err->code, "CONTAINER_NOT_RUNNING"))
+			cm_err_set(err, 409, "conflict", "APP_NOT_RUNNING", "name", "the app's container is not running");
 	} else {
 		rc = run_oneoff(c, &a, argv, &d, &code, err);
 	}

@@ -43,6 +43,11 @@ void ctx_close(struct ctx *c);
 int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, char **result, struct cm_error *err);
 /* Inspects container name_or_id; returns HTTP status (200, 404, ...) or -1; *out owned by caller. */
 long docker_inspect(struct ctx *c, const char *name, yajl_val *out, struct cm_error *err);
+/* Runs argv in running container id (a non-interactive exec): its multiplexed output goes to
+ * out (NULL: discarded) until it ends. Returns 0 with its exit code in *code, or -1 with err
+ * (409 CONTAINER_NOT_RUNNING; 408 when it outlived timeout_s). */
+int docker_exec_argv(struct ctx *c, const char *id, yajl_val argv, cm_docker_chunk_cb out, void *ud, long timeout_s,
+		     long long *code, struct cm_error *err);
 /* Copies Docker's view of a container (inspect output) into its row when the ids match. */
 int sync_row(struct ctx *c, const char *cuid, yajl_val inspect, struct cm_error *err);
 /* Whether a queued or running job exists for cuid (1/0, -1 on error). */
