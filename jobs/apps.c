@@ -330,9 +330,10 @@ static int service_up(struct ctx *c, const char *name, long long gen, const char
 	}
 	if (!*host_port) {
 		docker_rm_quiet(c, id);
+		if (!running)
+			return cm_err_set(err, 422, "unhealthy", "APP_UNHEALTHY", "health", "the app's container exited at once");
 		return cm_err_set(err, 500, "compose_error", "START_FAILED", "port",
-				  "the app's container %s (port %lld is not published)", running ? "has no host port" : "exited at once",
-				  port);
+				  "the app's container has no host port for %lld/tcp", port);
 	}
 	return 0;
 }

@@ -10,6 +10,7 @@ file, an image that is not local, no port, a name clash, bad fields) leaving not
 and 401 on the /apps routes without credentials."""
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -344,6 +345,32 @@ def main(t):
     t.ok(image_exists(IMAGE), "the image:REF image is kept")
     r = s.delete("/apps/" + cmd)
     check_error(t, r, 404, code="APP_NOT_FOUND", name="DELETE /apps/{deleted}")
+
+    # -- a rebuild whose new container never becomes healthy: 422, the old one serves on
+    before = db_app(web)
+    files = service_files("never")
+    files["Dockerfile"] = files["Dockerfile"].replace('CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]',
+                                                      'CMD ["sh", "-c", "sleep 2; exit 1"]')
+    r = s.put("/apps/" + web, files={"source": ("src.zip", mkzip(files), "application/zip")}, timeout=600)
+    check_error(t, r, 422, code="APP_UNHEALTHY", name="PUT with a new version that dies before it is healthy")
+    after = db_app(web)
+    t.ok(after["docker_id"] == before["docker_id"] and after["generation"] == before["generation"],
+         "the app still names the old container", after)
+    t.eq(s.get("/apps/%s/" % web).text.strip(), "hello-v2", "the old container still serves the route")
+    t.ok(len(app_containers(web)) == 1 and len(app_images(web)) == 1, "the failed generation's container and image are removed",
+         ([c["Names"] for c in app_containers(web)], [i.get("RepoTags") for i in app_images(web)]))
+
+    # -- the runner is killed: it comes back and goes on checking; the app keeps serving
+    rp = [p for p in find_procs("cm-runner")]
+    if rp:
+        last = db_app(web)["last_check"]
+        os.kill(rp[0][0], signal.SIGKILL)
+        t.ok(wait_until(lambda: (db_app(web) or {}).get("last_check", 0) > last + 2000, timeout=WAIT, interval=0.5),
+             "after a kill -9 of the runner the health checks go on (state is in SQLite)")
+        r = s.get("/apps/%s/" % web)
+        t.ok(r.status_code == 200 and r.text.strip() == "hello-v2", "the app served throughout", (r.status_code, body_text(r)))
+    else:
+        t.skip("runner kill", "the stack's runner was not found")
 
     # -- DELETE removes route, container and image
     r = s.delete("/apps/" + web)
