@@ -139,6 +139,53 @@ static void image_rm_quiet(struct ctx *c, const char *ref)
 	cm_buf_free(&r);
 }
 
+/* Removes this stack's containers of app name other than keep_id, and the images built for it
+ * other than keep_tag (NULL: all of them): what an interrupted job may have left behind. */
+static void sweep_app(struct ctx *c, const char *name, const char *keep_id, const char *keep_tag)
+{
+	struct cm_buf f = {0}, p = {0}, r = {0};
+	struct cm_error e;
+	cm_buf_printf(&f, "{\"label\":[\"%s=%s\",\"%s=%s\"]}", APP_LABEL, name, INSTANCE_LABEL, c->rn->instance);
+	cm_buf_puts(&p, "/containers/json?all=1&filters=");
+	cm_buf_urlenc(&p, cm_buf_str(&f));
+	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 60, &e);
+	yajl_val v = st == 200 ? cm_json_parse(cm_buf_str(&r), r.len, &e) : NULL;
+	for (size_t i = 0; YAJL_IS_ARRAY(v) && i < v->u.array.len; i++) {
+		const char *id = cm_json_get_str(v->u.array.values[i], "Id");
+		if (id && (!keep_id || strcmp(id, keep_id)))
+			docker_rm_quiet(c, id);
+	}
+	if (v)
+		yajl_tree_free(v);
+	f.len = p.len = r.len = 0;
+	char suffix[16];
+	snprintf(suffix, sizeof suffix, "-%.8s", c->rn->instance);
+	cm_buf_printf(&f, "{\"reference\":[\"cm-app-%s\"]}", name);
+	cm_buf_puts(&p, "/images/json?filters=");
+	cm_buf_urlenc(&p, cm_buf_str(&f));
+	st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 60, &e);
+	v = st == 200 ? cm_json_parse(cm_buf_str(&r), r.len, &e) : NULL;
+	for (size_t i = 0; YAJL_IS_ARRAY(v) && i < v->u.array.len; i++) {
+		yajl_val tags = cm_json_get(v->u.array.values[i], "RepoTags");
+		for (size_t j = 0; YAJL_IS_ARRAY(tags) && j < tags->u.array.len; j++) {
+			const char *t = YAJL_GET_STRING(tags->u.array.values[j]);
+			size_t tl = t ? strlen(t) : 0, sl = strlen(suffix);
+			/* only this stack's tags of this app: cm-app-NAME:GEN-INST */
+			if (!t || tl <= sl || strcmp(t + tl - sl, suffix) || (keep_tag && !strcmp(t, keep_tag)))
+				continue;
+			char prefix[96];
+			snprintf(prefix, sizeof prefix, "cm-app-%s:", name);
+			if (!strncmp(t, prefix, strlen(prefix)))
+				image_rm_quiet(c, t);
+		}
+	}
+	if (v)
+		yajl_tree_free(v);
+	cm_buf_free(&f);
+	cm_buf_free(&p);
+	cm_buf_free(&r);
+}
+
 /* The image's id and lowest exposed tcp port (0: none). */
 static int image_info(struct ctx *c, const char *ref, char id[80], long long *port, struct cm_error *err)
 {
@@ -477,6 +524,7 @@ static int job_create(struct ctx *c, const char *name, yajl_val args, char **res
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
 	}
+	sweep_app(c, name, service ? id : NULL, built ? tag : NULL);
 	*result = strdup("{}");
 	return 0;
 fail:
@@ -523,12 +571,10 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
 	}
-	if (old.docker_id[0]) {
+	if (old.docker_id[0])
 		usleep(DRAIN_MS * 1000);
-		docker_rm_quiet(c, old.docker_id);
-	}
-	if (old.built && strcmp(old.image, tag))
-		image_rm_quiet(c, old.image);
+	/* the old generation, and whatever an interrupted run of a job left */
+	sweep_app(c, name, service ? id : NULL, built ? tag : NULL);
 	*result = strdup("{}");
 	return 0;
 fail:
@@ -551,6 +597,7 @@ static int job_delete(struct ctx *c, const char *name, char **result, struct cm_
 	docker_rm_quiet(c, a.docker_id);
 	if (a.built)
 		image_rm_quiet(c, a.image);
+	sweep_app(c, name, NULL, NULL);
 	if (app_exec(c, "DELETE FROM apps WHERE name = ?", "t", name) < 0)
 		return cm_err_internal(err, "cannot remove the app's row");
 	*result = strdup("{}");
@@ -881,6 +928,41 @@ static void check_one(struct ctx *c, CURL *h, const struct check *k)
 		 "tiitiitt", status, f, (long long)now, msg, streak, next, k->name, k->docker_id);
 }
 
+/* At start: containers (and images) of this stack's apps that have no row and no job on their
+ * way (a delete or a failed create interrupted by a crash) are removed. */
+static void sweep_orphans(struct ctx *c)
+{
+	struct cm_buf f = {0}, p = {0}, r = {0};
+	struct cm_error e;
+	cm_buf_printf(&f, "{\"label\":[\"%s=%s\",\"%s\"]}", INSTANCE_LABEL, c->rn->instance, APP_LABEL);
+	cm_buf_puts(&p, "/containers/json?all=1&filters=");
+	cm_buf_urlenc(&p, cm_buf_str(&f));
+	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 60, &e);
+	yajl_val v = st == 200 ? cm_json_parse(cm_buf_str(&r), r.len, &e) : NULL;
+	static const char *sql = "SELECT (SELECT COUNT(*) FROM apps WHERE name = ?1) + (SELECT COUNT(*) FROM jobs WHERE "
+				 "cuid = 'app:' || ?1 AND status IN ('queued', 'running'))";
+	for (size_t i = 0; YAJL_IS_ARRAY(v) && i < v->u.array.len; i++) {
+		const char *name = cm_json_get_str(cm_json_get(v->u.array.values[i], "Labels"), APP_LABEL);
+		if (!name || !cm_valid_app_name(name))
+			continue;
+		sqlite3_stmt *q = cm_db_stmt(&c->db, sql, &e);
+		if (!q)
+			break;
+		sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+		bool known = sqlite3_step(q) != SQLITE_ROW || sqlite3_column_int64(q, 0) > 0;
+		sqlite3_reset(q);
+		if (!known) {
+			cm_warn("app %s: removing what is left of it (no row refers to it)", name);
+			sweep_app(c, name, NULL, NULL);
+		}
+	}
+	if (v)
+		yajl_tree_free(v);
+	cm_buf_free(&f);
+	cm_buf_free(&p);
+	cm_buf_free(&r);
+}
+
 void *health_thread(void *arg)
 {
 	struct runner *rn = arg;
@@ -895,6 +977,7 @@ void *health_thread(void *arg)
 		ctx_close(&c);
 		return NULL;
 	}
+	sweep_orphans(&c);
 	static const char *sql = "SELECT name, scheme, health, status, docker_id, host_port, container_port, failures, "
 				 "restart_streak, COALESCE(next_restart_at, 0) FROM apps WHERE lifetime = 'service' AND "
 				 "status IN ('starting', 'healthy', 'unhealthy') AND docker_id IS NOT NULL ORDER BY name";

@@ -364,11 +364,21 @@ def main(t):
     rp = [p for p in find_procs("cm-runner")]
     if rp:
         last = db_app(web)["last_check"]
+        # what a crash mid-delete would leave: a container of this stack's app with no row
+        orphan = name("orphan")
+        made.append(orphan)
+        labels = (docker_inspect(db_app(web)["docker_id"])["Config"]["Labels"])
+        st, ob = docker_request("POST", "/containers/create", {
+            "Image": IMAGE, "Cmd": ["sleep", "600"], "Labels": {
+                "io.container-manager.instance": labels["io.container-manager.instance"],
+                "io.container-manager.app": orphan}})
         os.kill(rp[0][0], signal.SIGKILL)
         t.ok(wait_until(lambda: (db_app(web) or {}).get("last_check", 0) > last + 2000, timeout=WAIT, interval=0.5),
              "after a kill -9 of the runner the health checks go on (state is in SQLite)")
         r = s.get("/apps/%s/" % web)
         t.ok(r.status_code == 200 and r.text.strip() == "hello-v2", "the app served throughout", (r.status_code, body_text(r)))
+        t.ok(st == 201 and wait_until(lambda: not app_containers(orphan), timeout=60, interval=0.5),
+             "the restarted runner removes a container of an app that has no row", (st, ob))
     else:
         t.skip("runner kill", "the stack's runner was not found")
 
