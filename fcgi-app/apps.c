@@ -694,8 +694,8 @@ fail:
 }
 
 /* GET /_appauth (nginx's auth_request for /apps/{name}/...; the app's name comes as the CM_APP
- * parameter). Credentials were checked before routing. 204 with X-CM-Upstream when the app is
- * healthy; otherwise 403 (auth_request passes only 401 and 403 on) with X-CM-App-State naming
+ * parameter). Credentials were checked before routing. 204 with X-CM-Upstream (the container's
+ * bridge address and port, else 127.0.0.1 and its published port) when the app is healthy; otherwise 403 (auth_request passes only 401 and 403 on) with X-CM-App-State naming
  * why (unknown, starting, unhealthy), which nginx turns into the 404/503 JSON answer. */
 void h_app_gate(struct cm_req *r)
 {
@@ -718,7 +718,7 @@ void h_app_gate(struct cm_req *r)
 		cm_respond_error(r, &err, hdr);
 		return;
 	}
-	static const char *sql = "SELECT status, host_port, lifetime FROM apps WHERE name = ?";
+	static const char *sql = "SELECT status, host_port, lifetime, container_ip, container_port FROM apps WHERE name = ?";
 	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, &err);
 	if (!st) {
 		cm_respond_error(r, &err, NULL);
@@ -726,13 +726,18 @@ void h_app_gate(struct cm_req *r)
 	}
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
-	char status[16] = "";
-	long long port = 0;
+	char status[16] = "", up[96] = "";
 	bool service = false;
 	if (rc == SQLITE_ROW) {
 		snprintf(status, sizeof status, "%s", cm_col_str(st, 0) ? cm_col_str(st, 0) : "");
-		port = sqlite3_column_int64(st, 1);
 		service = cm_col_str(st, 2) && !strcmp(cm_col_str(st, 2), "service");
+		/* the container's bridge address (no docker-proxy on the way), else its published port */
+		const char *ip = cm_col_str(st, 3);
+		long long port = sqlite3_column_int64(st, 4), host_port = sqlite3_column_int64(st, 1);
+		if (ip && *ip && strlen(ip) < 40 && strspn(ip, "0123456789.") == strlen(ip) && port > 0 && port < 65536)
+			snprintf(up, sizeof up, "%s:%lld", ip, port);
+		else if (host_port > 0 && host_port < 65536)
+			snprintf(up, sizeof up, "127.0.0.1:%lld", host_port);
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
@@ -745,8 +750,8 @@ void h_app_gate(struct cm_req *r)
 		cm_respond_error(r, &err, hdr);
 		return;
 	}
-	if (!strcmp(status, "healthy") && port > 0 && port < 65536) {
-		snprintf(hdr, sizeof hdr, "X-CM-Upstream: 127.0.0.1:%lld\r\n", port);
+	if (!strcmp(status, "healthy") && up[0]) {
+		snprintf(hdr, sizeof hdr, "X-CM-Upstream: %s\r\n", up);
 		cm_respond(r, 204, NULL, hdr, NULL, 0);
 		return;
 	}

@@ -78,6 +78,13 @@ static int load_app(struct ctx *c, const char *name, struct app *a, struct cm_er
 static int app_exec(struct ctx *c, const char *sql, const char *types, ...)
 {
 	struct cm_error err;
+	size_t marks = 0;
+	for (const char *q = sql; *q; q++)
+		marks += *q == '?';
+	if (marks != strlen(types)) {
+		cm_error("apps: %zu parameters for %zu placeholders in \"%.60s\"", strlen(types), marks, sql);
+		return -1;
+	}
 	for (int attempt = 0; attempt < 50; attempt++) {
 		sqlite3_stmt *st = cm_db_stmt(&c->db, sql, &err);
 		if (!st)
@@ -331,8 +338,16 @@ static int container_start(struct ctx *c, const char *id, struct cm_error *err)
 	return rc;
 }
 
-/* Running state and the host port published for port/tcp (0 when none). 404 → -1 with 404 err. */
-static int container_state(struct ctx *c, const char *id, long long port, bool *running, long long *host_port,
+/* Where a service container answers: its address on the bridge network (what nginx and the
+ * health checks use: no docker-proxy on the way) and the host port it publishes on 127.0.0.1
+ * (for operators, and the fallback when the container has no bridge address). */
+struct where {
+	char ip[64];
+	long long host_port;
+};
+
+/* Running state and where port/tcp answers (host_port 0 when not published). 404 → -1 with 404 err. */
+static int container_state(struct ctx *c, const char *id, long long port, bool *running, struct where *w,
 			   struct cm_error *err)
 {
 	yajl_val v;
@@ -342,22 +357,30 @@ static int container_state(struct ctx *c, const char *id, long long port, bool *
 	if (st != 200)
 		return -1;
 	*running = YAJL_IS_TRUE(cm_json_get(cm_json_get(v, "State"), "Running"));
-	*host_port = 0;
+	memset(w, 0, sizeof *w);
 	char key[32];
 	snprintf(key, sizeof key, "%lld/tcp", port);
-	yajl_val b = cm_json_get(cm_json_get(cm_json_get(v, "NetworkSettings"), "Ports"), key);
-	for (size_t i = 0; YAJL_IS_ARRAY(b) && i < b->u.array.len && !*host_port; i++) {
+	yajl_val ns = cm_json_get(v, "NetworkSettings");
+	yajl_val b = cm_json_get(cm_json_get(ns, "Ports"), key);
+	for (size_t i = 0; YAJL_IS_ARRAY(b) && i < b->u.array.len && !w->host_port; i++) {
 		const char *hp = cm_json_get_str(b->u.array.values[i], "HostPort");
 		if (hp)
-			*host_port = atoll(hp);
+			w->host_port = atoll(hp);
 	}
+	const char *ip = cm_json_get_str(ns, "IPAddress");
+	yajl_val nets = cm_json_get(ns, "Networks");
+	for (size_t i = 0; (!ip || !*ip) && YAJL_IS_OBJECT(nets) && i < nets->u.object.len; i++)
+		ip = cm_json_get_str(nets->u.object.values[i], "IPAddress");
+	/* an IPv4 address only (it goes into a URL and nginx's upstream as it is) */
+	if (ip && *ip && strlen(ip) < sizeof w->ip && strspn(ip, "0123456789.") == strlen(ip))
+		snprintf(w->ip, sizeof w->ip, "%s", ip);
 	yajl_tree_free(v);
 	return 0;
 }
 
-/* Creates and starts generation gen's container; id and host_port filled. Nothing is left on error. */
+/* Creates and starts generation gen's container; id and w filled. Nothing is left on error. */
 static int service_up(struct ctx *c, const char *name, long long gen, const char *image, long long port, char id[80],
-		      long long *host_port, struct cm_error *err)
+		      struct where *w, struct cm_error *err)
 {
 	char cname[128];
 	/* several stacks may share a dockerd: the instance is part of the name */
@@ -371,11 +394,11 @@ static int service_up(struct ctx *c, const char *name, long long gen, const char
 	if (rc < 0)
 		return -1;
 	bool running = false;
-	if (container_start(c, id, err) < 0 || container_state(c, id, port, &running, host_port, err) < 0) {
+	if (container_start(c, id, err) < 0 || container_state(c, id, port, &running, w, err) < 0) {
 		docker_rm_quiet(c, id);
 		return -1;
 	}
-	if (!*host_port) {
+	if (!w->host_port) {
 		docker_rm_quiet(c, id);
 		if (!running)
 			return cm_err_set(err, 422, "unhealthy", "APP_UNHEALTHY", "health", "the app's container exited at once");
@@ -393,11 +416,16 @@ static size_t discard(char *p, size_t s, size_t n, void *ud)
 	return s * n;
 }
 
-/* GET scheme://127.0.0.1:port{health}: 0 when it answers 2xx/3xx, else -1 with why in msg. */
-static int probe(CURL *h, const char *scheme, long long port, const char *health, char *msg, size_t msgsz)
+/* GET scheme://IP:port{health} (or 127.0.0.1:host_port without a bridge address): 0 when it
+ * answers 2xx/3xx, else -1 with why in msg. */
+static int probe(CURL *h, const char *scheme, const struct where *w, long long port, const char *health, char *msg,
+		 size_t msgsz)
 {
 	char url[700];
-	snprintf(url, sizeof url, "%s://127.0.0.1:%lld%s", scheme, port, health);
+	if (w->ip[0])
+		snprintf(url, sizeof url, "%s://%s:%lld%s", scheme, w->ip, port, health);
+	else
+		snprintf(url, sizeof url, "%s://127.0.0.1:%lld%s", scheme, w->host_port, health);
 	curl_easy_reset(h);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -422,7 +450,7 @@ static int probe(CURL *h, const char *scheme, long long port, const char *health
 }
 
 /* Waits until the new container answers its health check (or exits, or time is up). */
-static int wait_healthy(struct ctx *c, const char *id, const char *scheme, long long port, long long host_port,
+static int wait_healthy(struct ctx *c, const char *id, const char *scheme, long long port, const struct where *w,
 			const char *health, struct cm_error *err)
 {
 	CURL *h = curl_easy_init();
@@ -432,14 +460,14 @@ static int wait_healthy(struct ctx *c, const char *id, const char *scheme, long 
 	int64_t deadline = cm_monotonic_ms() + SWAP_WAIT_MS;
 	int rc = -1;
 	while (!c->rn->stop) {
-		if (probe(h, scheme, host_port, health, msg, sizeof msg) == 0) {
+		if (probe(h, scheme, w, port, health, msg, sizeof msg) == 0) {
 			rc = 0;
 			break;
 		}
 		bool running = true;
-		long long hp = 0;
+		struct where w2;
 		struct cm_error e2;
-		if (container_state(c, id, port, &running, &hp, &e2) == 0 && !running) {
+		if (container_state(c, id, port, &running, &w2, &e2) == 0 && !running) {
 			snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " (the container exited)");
 			break;
 		}
@@ -502,25 +530,26 @@ static int job_create(struct ctx *c, const char *name, yajl_val args, char **res
 	if (load_app(c, name, &old, &e0) == 0)
 		return cm_err_set(err, 409, "conflict", "APP_EXISTS", "name", "an app named %s already exists", name);
 	char tag[400], image_id[80] = "", id[80] = "";
-	long long port = 0, host_port = 0;
+	long long port = 0;
+	struct where w = {"", 0};
 	bool built = false;
 	if (app_image(c, args, name, 1, tag, image_id, &port, &built, err) < 0)
 		return -1;
 	const char *lifetime = cm_json_get_str(args, "lifetime");
 	bool service = lifetime && !strcmp(lifetime, "service");
-	if (service && service_up(c, name, 1, tag, port, id, &host_port, err) < 0)
+	if (service && service_up(c, name, 1, tag, port, id, &w, err) < 0)
 		goto fail;
 	int64_t now = cm_now_ms();
 	long long asked = 0;
 	cm_json_get_int(args, "port", &asked);
 	if (app_exec(c,
 		     "INSERT INTO apps(name, src, scheme, health, lifetime, build_dir, port, container_port, image, image_id, "
-		     "built, generation, docker_id, host_port, status, created_at, updated_at) "
-		     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
-		     "ttttttiittititii", name, cm_json_get_str(args, "src"), cm_json_get_str(args, "scheme"),
+		     "built, generation, docker_id, host_port, container_ip, status, created_at, updated_at) "
+		     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+		     "ttttttiittitittii", name, cm_json_get_str(args, "src"), cm_json_get_str(args, "scheme"),
 		     cm_json_get_str(args, "health"), lifetime, cm_json_get_str(args, "build_dir"), asked, port, tag, image_id,
-		     (long long)built, service ? id : NULL, host_port, service ? "starting" : "ready", (long long)now,
-		     (long long)now) < 0) {
+		     (long long)built, service ? id : NULL, w.host_port, w.ip[0] ? w.ip : NULL, service ? "starting" : "ready",
+		     (long long)now, (long long)now) < 0) {
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
 	}
@@ -542,7 +571,8 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 		return -1;
 	long long gen = old.generation + 1;
 	char tag[400], image_id[80] = "", id[80] = "";
-	long long port = 0, host_port = 0;
+	long long port = 0;
+	struct where w = {"", 0};
 	bool built = false;
 	if (app_image(c, args, name, gen, tag, image_id, &port, &built, err) < 0)
 		return -1;
@@ -550,10 +580,10 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 	const char *scheme = cm_json_get_str(args, "scheme"), *health = cm_json_get_str(args, "health");
 	bool service = lifetime && !strcmp(lifetime, "service");
 	if (service) {
-		if (service_up(c, name, gen, tag, port, id, &host_port, err) < 0)
+		if (service_up(c, name, gen, tag, port, id, &w, err) < 0)
 			goto fail;
 		/* the old container keeps serving (the row still names it) until this one is healthy */
-		if (wait_healthy(c, id, scheme ? scheme : "http", port, host_port, health ? health : "/", err) < 0)
+		if (wait_healthy(c, id, scheme ? scheme : "http", port, &w, health ? health : "/", err) < 0)
 			goto fail;
 	}
 	long long asked = 0;
@@ -563,10 +593,10 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 	if (app_exec(c,
 		     "UPDATE apps SET src = ?, scheme = ?, health = ?, lifetime = ?, build_dir = ?, port = ?, "
 		     "container_port = ?, image = ?, image_id = ?, built = ?, generation = ?, docker_id = ?, host_port = ?, "
-		     "status = ?, failures = 0, last_error = NULL, last_check = ?, last_ok = ?, restart_streak = 0, "
-		     "next_restart_at = NULL, updated_at = ? WHERE name = ?",
-		     "tttttiittiititiiit", cm_json_get_str(args, "src"), scheme, health, lifetime, cm_json_get_str(args, "build_dir"),
-		     asked, port, tag, image_id, (long long)built, gen, service ? id : NULL, host_port,
+		     "container_ip = ?, status = ?, failures = 0, last_error = NULL, last_check = ?, last_ok = ?, "
+		     "restart_streak = 0, next_restart_at = NULL, updated_at = ? WHERE name = ?",
+		     "tttttiittiitittiiit", cm_json_get_str(args, "src"), scheme, health, lifetime, cm_json_get_str(args, "build_dir"),
+		     asked, port, tag, image_id, (long long)built, gen, service ? id : NULL, w.host_port, w.ip[0] ? w.ip : NULL,
 		     service ? "healthy" : "ready", (long long)now, (long long)now, (long long)now, name) < 0) {
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
@@ -614,22 +644,25 @@ static int job_restart(struct ctx *c, const char *name, char **result, struct cm
 	if (strcmp(a.lifetime, "service") || !strcmp(a.status, "deleting"))
 		return 0;
 	bool running = false;
-	long long hp = 0;
+	struct where w;
 	struct cm_error e2;
-	int st = a.docker_id[0] ? container_state(c, a.docker_id, a.container_port, &running, &hp, &e2) : -1;
+	int st = a.docker_id[0] ? container_state(c, a.docker_id, a.container_port, &running, &w, &e2) : -1;
 	if (st == 0 && running)
 		return 0; /* came back by itself */
 	char id[80] = "";
 	if (st == 0) {
 		snprintf(id, sizeof id, "%s", a.docker_id);
-		if (container_start(c, id, err) < 0 || container_state(c, id, a.container_port, &running, &hp, err) < 0)
+		if (container_start(c, id, err) < 0 || container_state(c, id, a.container_port, &running, &w, err) < 0)
 			goto record;
-	} else if (service_up(c, name, a.generation, a.image, a.container_port, id, &hp, err) < 0) {
+	} else if (service_up(c, name, a.generation, a.image, a.container_port, id, &w, err) < 0) {
 		goto record;
 	}
 	cm_info("app %s: restarted its container", name);
-	app_exec(c, "UPDATE apps SET docker_id = ?, host_port = ?, status = 'starting', failures = 0, updated_at = ? WHERE name = ?",
-		 "tiit", id, hp, (long long)cm_now_ms(), name);
+	/* a restart may give it another address and host port */
+	app_exec(c,
+		 "UPDATE apps SET docker_id = ?, host_port = ?, container_ip = ?, status = 'starting', failures = 0, "
+		 "updated_at = ? WHERE name = ?",
+		 "titit", id, w.host_port, w.ip[0] ? w.ip : NULL, (long long)cm_now_ms(), name);
 	return 0;
 record:
 	app_exec(c, "UPDATE apps SET last_error = ?, updated_at = ? WHERE name = ?", "tit", err->message, (long long)cm_now_ms(),
@@ -878,14 +911,15 @@ static void queue_restart(struct ctx *c, const char *name)
 
 struct check {
 	char name[64], scheme[8], health[520], status[16], docker_id[80];
-	long long host_port, port, failures, streak, next_restart;
+	struct where w;
+	long long port, failures, streak, next_restart;
 };
 
 static void check_one(struct ctx *c, CURL *h, const struct check *k)
 {
 	char msg[300] = "";
 	int64_t now = cm_now_ms();
-	if (k->host_port > 0 && probe(h, k->scheme, k->host_port, k->health, msg, sizeof msg) == 0) {
+	if ((k->w.ip[0] || k->w.host_port > 0) && probe(h, k->scheme, &k->w, k->port, k->health, msg, sizeof msg) == 0) {
 		if (strcmp(k->status, "healthy") || k->failures)
 			cm_info("app %s is healthy", k->name);
 		app_exec(c,
@@ -902,9 +936,9 @@ static void check_one(struct ctx *c, CURL *h, const struct check *k)
 		status = "unhealthy";
 	/* a dead container is started again, with back-off */
 	bool running = true;
-	long long hp = 0;
+	struct where w2;
 	struct cm_error e2;
-	if (container_state(c, k->docker_id, k->port, &running, &hp, &e2) < 0)
+	if (container_state(c, k->docker_id, k->port, &running, &w2, &e2) < 0)
 		running = e2.status != 404;
 	if (!running) {
 		status = "unhealthy";
@@ -979,7 +1013,7 @@ void *health_thread(void *arg)
 	}
 	sweep_orphans(&c);
 	static const char *sql = "SELECT name, scheme, health, status, docker_id, host_port, container_port, failures, "
-				 "restart_streak, COALESCE(next_restart_at, 0) FROM apps WHERE lifetime = 'service' AND "
+				 "restart_streak, COALESCE(next_restart_at, 0), container_ip FROM apps WHERE lifetime = 'service' AND "
 				 "status IN ('starting', 'healthy', 'unhealthy') AND docker_id IS NOT NULL ORDER BY name";
 	while (!rn->stop) {
 		int64_t started = cm_monotonic_ms();
@@ -1000,7 +1034,8 @@ void *health_thread(void *arg)
 			snprintf(k->health, sizeof k->health, "%s", cm_col_str(st, 2) ? cm_col_str(st, 2) : "/");
 			snprintf(k->status, sizeof k->status, "%s", cm_col_str(st, 3) ? cm_col_str(st, 3) : "");
 			snprintf(k->docker_id, sizeof k->docker_id, "%s", cm_col_str(st, 4) ? cm_col_str(st, 4) : "");
-			k->host_port = sqlite3_column_int64(st, 5);
+			k->w.host_port = sqlite3_column_int64(st, 5);
+			snprintf(k->w.ip, sizeof k->w.ip, "%s", cm_col_str(st, 10) ? cm_col_str(st, 10) : "");
 			k->port = sqlite3_column_int64(st, 6);
 			k->failures = sqlite3_column_int64(st, 7);
 			k->streak = sqlite3_column_int64(st, 8);

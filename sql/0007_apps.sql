@@ -16,6 +16,7 @@ CREATE TABLE apps (
 	generation      INTEGER NOT NULL DEFAULT 1,
 	docker_id       TEXT,
 	host_port       INTEGER,                    -- published on 127.0.0.1
+	container_ip    TEXT,                       -- on the bridge network: what nginx and the health checks use
 	status          TEXT NOT NULL,              -- starting | healthy | unhealthy | ready (command) | deleting
 	last_check      INTEGER,                    -- ms
 	last_ok         INTEGER,

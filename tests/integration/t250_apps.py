@@ -223,6 +223,8 @@ def main(t):
          "the container is confined like every container the service makes", hc.get("SecurityOpt"))
     binds = (hc.get("PortBindings") or {}).get("8080/tcp") or [{}]
     t.ok(binds[0].get("HostIp") == "127.0.0.1", "the app port is published on 127.0.0.1 only", binds)
+    t.ok(row and row["container_ip"] and row["container_ip"] == ((info or {}).get("NetworkSettings") or {}).get("IPAddress")
+         and row["container_port"] == 8080, "the row names the container's bridge address (the route's upstream)", row)
     b = wait_status(s, web, ("healthy",))
     t.eq(b.get("status"), "healthy", "the app becomes healthy")
     hcheck = b.get("health_check") or {}
@@ -240,6 +242,8 @@ def main(t):
     check_error(t, r, 401, name="GET /apps without credentials")
     r = s.get("/apps/no-such-app-%s/" % SUFFIX)
     check_error(t, r, 404, code="APP_NOT_FOUND", name="GET /apps/{unknown}/")
+    r = s.get('/apps/Not%22An%22App/x')
+    check_error(t, r, 404, name="GET /apps/{not an app name}/x (a JSON error, nothing echoed raw)")
 
     # -- GET /apps lists it
     r = s.get("/apps")
