@@ -236,8 +236,13 @@ def main(t):
     r = s.get("/apps/%s/ok/" % web)
     t.ok(r.status_code == 200 and r.text.strip() == "ok", "a sub-path is proxied with the prefix stripped",
          (r.status_code, body_text(r)))
+    r = s.get("/apps/%s/run" % web)
+    t.ok(r.status_code == 404 and "request_id" not in r.text, "GET /apps/{name}/run goes to the app (only POST is the API)",
+         (r.status_code, body_text(r, 300)))
     r = anon.get("/apps/%s/" % web)
     check_error(t, r, 401, code="AUTH_REQUIRED", name="GET /apps/{name}/ without credentials")
+    r = anon.post("/apps/%s/run" % web, json={"command": "id"})
+    check_error(t, r, 401, name="POST /apps/{name}/run without credentials")
     r = anon.get("/apps")
     check_error(t, r, 401, name="GET /apps without credentials")
     r = s.get("/apps/no-such-app-%s/" % SUFFIX)
