@@ -6,14 +6,16 @@
  *                                                 healthy, swap the row, drain, remove the old one
  *   app.delete  {name}                            route, container and image go
  *   app.restart {name}                            (queued by the health checker) start it again
- *   app.run     {name, argv, json}                a command in the app's container (key "apprun:NAME")
+ *   app.run     {name, argv, json}                a command in the app's container (key "apprun:NAME",
+ *                                                 apps_run.c)
  *
- * Keys are "app:NAME", so one app's changes run in order. Images are tagged cm-app-NAME:GEN-INST and
- * containers named cm-app-NAME-GEN-INST; both carry the instance label. The health checker (a thread)
- * probes every service app once a second and records the outcome in the row, which the route's
- * gate reads per request. */
+ * Keys are "app:NAME", so one app's changes run in order. Images are tagged cm-app-NAME:GEN-INST
+ * and containers named cm-app-NAME-GEN-INST (INST: the first 8 characters of the instance id,
+ * since stacks may share a dockerd); both carry the instance and app labels. The health checker
+ * (apps_health.c) records each service app's state in its row, which the route's gate reads per
+ * request. */
 #include "config.h"
-#include "runner.h"
+#include "apps.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -22,30 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define INSTANCE_LABEL "io.container-manager.instance"
-#define APP_LABEL "io.container-manager.app"
-#define START_FAILS 15       /* consecutive failed checks before a starting app is unhealthy */
-#define HEALTHY_FAILS 3      /* ... and a healthy one */
-#define CHECK_MS 1000
-#define SWAP_WAIT_MS 180000  /* a rebuilt container has this long to become healthy */
-#define DRAIN_MS 2000        /* the old container keeps serving requests already sent to it */
-#define OUT_MAX (1 << 20)    /* captured stdout / stderr of a run, each */
-#define RUN_TIMEOUT 300
-#define BACKOFF_MAX_MS 60000
-
-struct app {
-	char name[64];
-	char image[400];
-	char docker_id[80];
-	char lifetime[10];
-	char scheme[8];
-	char health[520];
-	char status[16];
-	long long generation, host_port, container_port;
-	bool built;
-};
-
-static int load_app(struct ctx *c, const char *name, struct app *a, struct cm_error *err)
+int app_load(struct ctx *c, const char *name, struct app *a, struct cm_error *err)
 {
 	static const char *sql = "SELECT image, docker_id, lifetime, scheme, health, status, generation, host_port, "
 				 "container_port, built FROM apps WHERE name = ?";
@@ -75,7 +54,7 @@ static int load_app(struct ctx *c, const char *name, struct app *a, struct cm_er
 }
 
 /* Runs one write statement with text/int parameters: "t" text, "i" int64, "n" null. */
-static int app_exec(struct ctx *c, const char *sql, const char *types, ...)
+int app_exec(struct ctx *c, const char *sql, const char *types, ...)
 {
 	struct cm_error err;
 	size_t marks = 0;
@@ -114,7 +93,7 @@ static int app_exec(struct ctx *c, const char *sql, const char *types, ...)
 	return -1;
 }
 
-static void docker_rm_quiet(struct ctx *c, const char *id_or_name)
+void app_rm_container(struct ctx *c, const char *id_or_name)
 {
 	if (!id_or_name || !*id_or_name)
 		return;
@@ -130,7 +109,7 @@ static void docker_rm_quiet(struct ctx *c, const char *id_or_name)
 	cm_buf_free(&r);
 }
 
-static void image_rm_quiet(struct ctx *c, const char *ref)
+void app_rm_image(struct ctx *c, const char *ref)
 {
 	if (!ref || !*ref)
 		return;
@@ -148,7 +127,7 @@ static void image_rm_quiet(struct ctx *c, const char *ref)
 
 /* Removes this stack's containers of app name other than keep_id, and the images built for it
  * other than keep_tag (NULL: all of them): what an interrupted job may have left behind. */
-static void sweep_app(struct ctx *c, const char *name, const char *keep_id, const char *keep_tag)
+void app_sweep(struct ctx *c, const char *name, const char *keep_id, const char *keep_tag)
 {
 	struct cm_buf f = {0}, p = {0}, r = {0};
 	struct cm_error e;
@@ -160,7 +139,7 @@ static void sweep_app(struct ctx *c, const char *name, const char *keep_id, cons
 	for (size_t i = 0; YAJL_IS_ARRAY(v) && i < v->u.array.len; i++) {
 		const char *id = cm_json_get_str(v->u.array.values[i], "Id");
 		if (id && (!keep_id || strcmp(id, keep_id)))
-			docker_rm_quiet(c, id);
+			app_rm_container(c, id);
 	}
 	if (v)
 		yajl_tree_free(v);
@@ -183,7 +162,7 @@ static void sweep_app(struct ctx *c, const char *name, const char *keep_id, cons
 			char prefix[96];
 			snprintf(prefix, sizeof prefix, "cm-app-%s:", name);
 			if (!strncmp(t, prefix, strlen(prefix)))
-				image_rm_quiet(c, t);
+				app_rm_image(c, t);
 		}
 	}
 	if (v)
@@ -228,7 +207,7 @@ static int image_info(struct ctx *c, const char *ref, char id[80], long long *po
 /* The create body of an app container: confined like every container the service makes, the
  * app's port published on 127.0.0.1 with an ephemeral host port. argv/entrypoint (a run of a
  * command app) replace the image's command when given. */
-static char *app_body(struct ctx *c, const char *name, const char *image, long long port, yajl_val argv)
+char *app_body(struct ctx *c, const char *name, const char *image, long long port, yajl_val argv)
 {
 	const struct cm_config *cfg = &c->rn->cfg;
 	yajl_gen g = cm_jg_new();
@@ -289,7 +268,7 @@ static char *app_body(struct ctx *c, const char *name, const char *image, long l
 }
 
 /* Creates a container (name may be NULL) and returns its id in id. */
-static int container_create(struct ctx *c, const char *cname, const char *body, char id[80], struct cm_error *err)
+int app_container_create(struct ctx *c, const char *cname, const char *body, char id[80], struct cm_error *err)
 {
 	struct cm_buf p = {0}, r = {0};
 	cm_buf_puts(&p, "/containers/create");
@@ -320,7 +299,7 @@ static int container_create(struct ctx *c, const char *cname, const char *body, 
 	return rc;
 }
 
-static int container_start(struct ctx *c, const char *id, struct cm_error *err)
+int app_container_start(struct ctx *c, const char *id, struct cm_error *err)
 {
 	char path[200];
 	snprintf(path, sizeof path, "/containers/%s/start", id);
@@ -338,16 +317,8 @@ static int container_start(struct ctx *c, const char *id, struct cm_error *err)
 	return rc;
 }
 
-/* Where a service container answers: its address on the bridge network (what nginx and the
- * health checks use: no docker-proxy on the way) and the host port it publishes on 127.0.0.1
- * (for operators, and the fallback when the container has no bridge address). */
-struct where {
-	char ip[64];
-	long long host_port;
-};
-
 /* Running state and where port/tcp answers (host_port 0 when not published). 404 → -1 with 404 err. */
-static int container_state(struct ctx *c, const char *id, long long port, bool *running, struct where *w,
+int app_container_state(struct ctx *c, const char *id, long long port, bool *running, struct where *w,
 			   struct cm_error *err)
 {
 	yajl_val v;
@@ -379,27 +350,27 @@ static int container_state(struct ctx *c, const char *id, long long port, bool *
 }
 
 /* Creates and starts generation gen's container; id and w filled. Nothing is left on error. */
-static int service_up(struct ctx *c, const char *name, long long gen, const char *image, long long port, char id[80],
+int app_service_up(struct ctx *c, const char *name, long long gen, const char *image, long long port, char id[80],
 		      struct where *w, struct cm_error *err)
 {
 	char cname[128];
 	/* several stacks may share a dockerd: the instance is part of the name */
 	snprintf(cname, sizeof cname, "cm-app-%s-%lld-%.8s", name, gen, c->rn->instance);
-	docker_rm_quiet(c, cname); /* a half-made one from an interrupted run of this job */
+	app_rm_container(c, cname); /* a half-made one from an interrupted run of this job */
 	char *body = app_body(c, name, image, port, NULL);
 	if (!body)
 		return cm_err_internal(err, "out of memory");
-	int rc = container_create(c, cname, body, id, err);
+	int rc = app_container_create(c, cname, body, id, err);
 	free(body);
 	if (rc < 0)
 		return -1;
 	bool running = false;
-	if (container_start(c, id, err) < 0 || container_state(c, id, port, &running, w, err) < 0) {
-		docker_rm_quiet(c, id);
+	if (app_container_start(c, id, err) < 0 || app_container_state(c, id, port, &running, w, err) < 0) {
+		app_rm_container(c, id);
 		return -1;
 	}
 	if (!w->host_port) {
-		docker_rm_quiet(c, id);
+		app_rm_container(c, id);
 		if (!running)
 			return cm_err_set(err, 422, "unhealthy", "APP_UNHEALTHY", "health", "the app's container exited at once");
 		return cm_err_set(err, 500, "compose_error", "START_FAILED", "port",
@@ -418,7 +389,7 @@ static size_t discard(char *p, size_t s, size_t n, void *ud)
 
 /* GET scheme://IP:port{health} (or 127.0.0.1:host_port without a bridge address): 0 when it
  * answers 2xx/3xx, else -1 with why in msg. */
-static int probe(CURL *h, const char *scheme, const struct where *w, long long port, const char *health, char *msg,
+int app_probe(CURL *h, const char *scheme, const struct where *w, long long port, const char *health, char *msg,
 		 size_t msgsz)
 {
 	char url[700];
@@ -460,14 +431,14 @@ static int wait_healthy(struct ctx *c, const char *id, const char *scheme, long 
 	int64_t deadline = cm_monotonic_ms() + SWAP_WAIT_MS;
 	int rc = -1;
 	while (!c->rn->stop) {
-		if (probe(h, scheme, w, port, health, msg, sizeof msg) == 0) {
+		if (app_probe(h, scheme, w, port, health, msg, sizeof msg) == 0) {
 			rc = 0;
 			break;
 		}
 		bool running = true;
 		struct where w2;
 		struct cm_error e2;
-		if (container_state(c, id, port, &running, &w2, &e2) == 0 && !running) {
+		if (app_container_state(c, id, port, &running, &w2, &e2) == 0 && !running) {
 			snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " (the container exited)");
 			break;
 		}
@@ -519,7 +490,7 @@ static int app_image(struct ctx *c, yajl_val args, const char *name, long long g
 	return 0;
 fail:
 	if (*built)
-		image_rm_quiet(c, tag);
+		app_rm_image(c, tag);
 	return -1;
 }
 
@@ -527,7 +498,7 @@ static int job_create(struct ctx *c, const char *name, yajl_val args, char **res
 {
 	struct app old;
 	struct cm_error e0;
-	if (load_app(c, name, &old, &e0) == 0)
+	if (app_load(c, name, &old, &e0) == 0)
 		return cm_err_set(err, 409, "conflict", "APP_EXISTS", "name", "an app named %s already exists", name);
 	char tag[400], image_id[80] = "", id[80] = "";
 	long long port = 0;
@@ -537,7 +508,7 @@ static int job_create(struct ctx *c, const char *name, yajl_val args, char **res
 		return -1;
 	const char *lifetime = cm_json_get_str(args, "lifetime");
 	bool service = lifetime && !strcmp(lifetime, "service");
-	if (service && service_up(c, name, 1, tag, port, id, &w, err) < 0)
+	if (service && app_service_up(c, name, 1, tag, port, id, &w, err) < 0)
 		goto fail;
 	int64_t now = cm_now_ms();
 	long long asked = 0;
@@ -553,21 +524,21 @@ static int job_create(struct ctx *c, const char *name, yajl_val args, char **res
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
 	}
-	sweep_app(c, name, service ? id : NULL, built ? tag : NULL);
+	app_sweep(c, name, service ? id : NULL, built ? tag : NULL);
 	*result = strdup("{}");
 	return 0;
 fail:
 	if (id[0])
-		docker_rm_quiet(c, id);
+		app_rm_container(c, id);
 	if (built)
-		image_rm_quiet(c, tag);
+		app_rm_image(c, tag);
 	return -1;
 }
 
 static int job_update(struct ctx *c, const char *name, yajl_val args, char **result, struct cm_error *err)
 {
 	struct app old;
-	if (load_app(c, name, &old, err) < 0)
+	if (app_load(c, name, &old, err) < 0)
 		return -1;
 	long long gen = old.generation + 1;
 	char tag[400], image_id[80] = "", id[80] = "";
@@ -580,7 +551,7 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 	const char *scheme = cm_json_get_str(args, "scheme"), *health = cm_json_get_str(args, "health");
 	bool service = lifetime && !strcmp(lifetime, "service");
 	if (service) {
-		if (service_up(c, name, gen, tag, port, id, &w, err) < 0)
+		if (app_service_up(c, name, gen, tag, port, id, &w, err) < 0)
 			goto fail;
 		/* the old container keeps serving (the row still names it) until this one is healthy */
 		if (wait_healthy(c, id, scheme ? scheme : "http", port, &w, health ? health : "/", err) < 0)
@@ -604,30 +575,30 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 	if (old.docker_id[0])
 		usleep(DRAIN_MS * 1000);
 	/* the old generation, and whatever an interrupted run of a job left */
-	sweep_app(c, name, service ? id : NULL, built ? tag : NULL);
+	app_sweep(c, name, service ? id : NULL, built ? tag : NULL);
 	*result = strdup("{}");
 	return 0;
 fail:
 	if (id[0])
-		docker_rm_quiet(c, id);
+		app_rm_container(c, id);
 	if (built && strcmp(tag, old.image))
-		image_rm_quiet(c, tag);
+		app_rm_image(c, tag);
 	return -1;
 }
 
 static int job_delete(struct ctx *c, const char *name, char **result, struct cm_error *err)
 {
 	struct app a;
-	if (load_app(c, name, &a, err) < 0)
+	if (app_load(c, name, &a, err) < 0)
 		return -1;
 	/* the route goes first (the gate answers 404 for a deleting app) */
 	if (app_exec(c, "UPDATE apps SET status = 'deleting', updated_at = ? WHERE name = ?", "it", (long long)cm_now_ms(),
 		     name) < 0)
 		return cm_err_internal(err, "cannot record the app");
-	docker_rm_quiet(c, a.docker_id);
+	app_rm_container(c, a.docker_id);
 	if (a.built)
-		image_rm_quiet(c, a.image);
-	sweep_app(c, name, NULL, NULL);
+		app_rm_image(c, a.image);
+	app_sweep(c, name, NULL, NULL);
 	if (app_exec(c, "DELETE FROM apps WHERE name = ?", "t", name) < 0)
 		return cm_err_internal(err, "cannot remove the app's row");
 	*result = strdup("{}");
@@ -638,7 +609,7 @@ static int job_delete(struct ctx *c, const char *name, char **result, struct cm_
 static int job_restart(struct ctx *c, const char *name, char **result, struct cm_error *err)
 {
 	struct app a;
-	if (load_app(c, name, &a, err) < 0)
+	if (app_load(c, name, &a, err) < 0)
 		return -1;
 	*result = strdup("{}");
 	if (strcmp(a.lifetime, "service") || !strcmp(a.status, "deleting"))
@@ -646,15 +617,15 @@ static int job_restart(struct ctx *c, const char *name, char **result, struct cm
 	bool running = false;
 	struct where w;
 	struct cm_error e2;
-	int st = a.docker_id[0] ? container_state(c, a.docker_id, a.container_port, &running, &w, &e2) : -1;
+	int st = a.docker_id[0] ? app_container_state(c, a.docker_id, a.container_port, &running, &w, &e2) : -1;
 	if (st == 0 && running)
 		return 0; /* came back by itself */
 	char id[80] = "";
 	if (st == 0) {
 		snprintf(id, sizeof id, "%s", a.docker_id);
-		if (container_start(c, id, err) < 0 || container_state(c, id, a.container_port, &running, &w, err) < 0)
+		if (app_container_start(c, id, err) < 0 || app_container_state(c, id, a.container_port, &running, &w, err) < 0)
 			goto record;
-	} else if (service_up(c, name, a.generation, a.image, a.container_port, id, &w, err) < 0) {
+	} else if (app_service_up(c, name, a.generation, a.image, a.container_port, id, &w, err) < 0) {
 		goto record;
 	}
 	cm_info("app %s: restarted its container", name);
@@ -668,196 +639,6 @@ record:
 	app_exec(c, "UPDATE apps SET last_error = ?, updated_at = ? WHERE name = ?", "tit", err->message, (long long)cm_now_ms(),
 		 name);
 	return -1;
-}
-
-/* ---- app.run ---- */
-
-/* Docker's multiplexed stream (8-byte frame headers) into bounded stdout/stderr buffers. */
-struct demux {
-	unsigned char hdr[8];
-	size_t hlen;
-	size_t left;   /* payload bytes left in the current frame */
-	int stream;    /* 1 stdout, 2 stderr */
-	struct cm_buf out, err;
-	bool out_cut, err_cut;
-};
-
-static int demux_chunk(const char *data, size_t len, void *ud)
-{
-	struct demux *d = ud;
-	while (len) {
-		if (!d->left) {
-			size_t n = 8 - d->hlen < len ? 8 - d->hlen : len;
-			memcpy(d->hdr + d->hlen, data, n);
-			d->hlen += n;
-			data += n;
-			len -= n;
-			if (d->hlen == 8) {
-				d->stream = d->hdr[0];
-				d->left = ((size_t)d->hdr[4] << 24) | ((size_t)d->hdr[5] << 16) | ((size_t)d->hdr[6] << 8) | d->hdr[7];
-				d->hlen = 0;
-			}
-			continue;
-		}
-		size_t n = d->left < len ? d->left : len;
-		struct cm_buf *b = d->stream == 2 ? &d->err : &d->out;
-		bool *cut = d->stream == 2 ? &d->err_cut : &d->out_cut;
-		size_t room = b->len < OUT_MAX ? OUT_MAX - b->len : 0;
-		if (n > room)
-			*cut = true;
-		if (room && cm_buf_append(b, data, n < room ? n : room) < 0)
-			return 1;
-		d->left -= n;
-		data += n;
-		len -= n;
-	}
-	return 0;
-}
-
-/* s with invalid UTF-8 bytes replaced (JSON strings must be text); caller frees. */
-static char *utf8_clean(const char *s, size_t n)
-{
-	char *o = malloc(n * 3 + 1);
-	if (!o)
-		return NULL;
-	size_t j = 0;
-	for (size_t i = 0; i < n;) {
-		unsigned char ch = (unsigned char)s[i];
-		size_t len = ch < 0x80 ? 1 : (ch >> 5) == 6 ? 2 : (ch >> 4) == 14 ? 3 : (ch >> 3) == 30 ? 4 : 0;
-		if (ch == 0 || (len && i + len <= n && cm_valid_utf8(s + i, len))) {
-			if (ch == 0) {
-				o[j++] = ' ';
-				i++;
-				continue;
-			}
-			memcpy(o + j, s + i, len);
-			j += len;
-			i += len;
-		} else {
-			memcpy(o + j, "\xef\xbf\xbd", 3);
-			j += 3;
-			i++;
-		}
-	}
-	o[j] = '\0';
-	return o;
-}
-
-static int wait_cb(const char *data, size_t len, void *ud)
-{
-	return cm_buf_append(ud, data, len) < 0;
-}
-
-/* A command app: a one-off container of the app's image running argv (removed afterwards). */
-static int run_oneoff(struct ctx *c, const struct app *a, yajl_val argv, struct demux *d, long long *code,
-		      struct cm_error *err)
-{
-	char *body = app_body(c, a->name, a->image, 0, argv);
-	if (!body)
-		return cm_err_internal(err, "out of memory");
-	char id[80] = "";
-	int rc = container_create(c, NULL, body, id, err);
-	free(body);
-	if (rc < 0)
-		return -1;
-	char path[200];
-	struct cm_buf w = {.limit = 1 << 16};
-	if (container_start(c, id, err) < 0) {
-		/* a missing program fails the start: that is the command failing */
-		snprintf(path, sizeof path, "%s\n", err->message);
-		cm_buf_puts(&d->err, path);
-		*code = 127;
-		docker_rm_quiet(c, id);
-		return 0;
-	}
-	snprintf(path, sizeof path, "/containers/%s/wait", id);
-	long st = cm_docker_post_stream(&c->docker, path, NULL, wait_cb, &w, RUN_TIMEOUT, err);
-	rc = -1;
-	if (st == 200) {
-		yajl_val v = cm_json_parse(cm_buf_str(&w), w.len, err);
-		if (v && cm_json_get_int(v, "StatusCode", code))
-			rc = 0;
-		else if (v)
-			cm_err_internal(err, "the command's exit code is unknown");
-		if (v)
-			yajl_tree_free(v);
-	} else if (st > 0) {
-		cm_err_internal(err, "container wait failed (%ld)", st);
-	}
-	cm_buf_free(&w);
-	if (rc == 0) {
-		snprintf(path, sizeof path, "/containers/%s/logs?stdout=1&stderr=1", id);
-		st = cm_docker_stream(&c->docker, path, demux_chunk, d, NULL, err);
-		if (st != 200)
-			rc = st < 0 ? -1 : cm_err_internal(err, "reading the command's output failed (%ld)", st);
-	}
-	docker_rm_quiet(c, id);
-	return rc;
-}
-
-static int job_run(struct ctx *c, const char *name, yajl_val args, char **result, struct cm_error *err)
-{
-	struct app a;
-	if (load_app(c, name, &a, err) < 0)
-		return -1;
-	yajl_val argv = cm_json_get(args, "argv");
-	if (!YAJL_IS_ARRAY(argv) || !argv->u.array.len)
-		return cm_err_internal(err, "app.run without argv");
-	bool json = YAJL_IS_TRUE(cm_json_get(args, "json"));
-	struct demux d = {0};
-	long long code = -1;
-	int rc;
-	if (!strcmp(a.lifetime, "service")) {
-		if (!a.docker_id[0])
-			return cm_err_set(err, 409, "conflict", "APP_NOT_RUNNING", "name", "the app has no container");
-		rc = docker_exec_argv(c, a.docker_id, argv, demux_chunk, &d, RUN_TIMEOUT, &code, err);
-		if (rc < 0 && !strcmp(err->code, "CONTAINER_NOT_RUNNING"))
-			cm_err_set(err, 409, "conflict", "APP_NOT_RUNNING", "name", "the app's container is not running");
-	} else {
-		rc = run_oneoff(c, &a, argv, &d, &code, err);
-	}
-	if (rc < 0)
-		goto out;
-	char *so = utf8_clean(cm_buf_str(&d.out), d.out.len), *se = utf8_clean(cm_buf_str(&d.err), d.err.len);
-	yajl_val parsed = NULL;
-	struct cm_error perr = {0};
-	if (json && code == 0 && so) {
-		parsed = cm_json_parse(so, strlen(so), &perr);
-		if (!parsed) {
-			rc = cm_err_set(err, 422, "command_error", "OUTPUT_NOT_JSON", "json",
-					"the command succeeded but its stdout is not JSON (%s): %.200s", perr.message, so);
-			free(so);
-			free(se);
-			goto out;
-		}
-	}
-	yajl_gen g = cm_jg_new();
-	yajl_gen_map_open(g);
-	cm_jg_kv_str(g, "stdout", so ? so : "");
-	cm_jg_kv_str(g, "stderr", se ? se : "");
-	cm_jg_kv_int(g, "exit_code", code);
-	cm_jg_str(g, "stdout_truncated");
-	cm_jg_bool(g, d.out_cut);
-	cm_jg_str(g, "stderr_truncated");
-	cm_jg_bool(g, d.err_cut);
-	if (json) {
-		cm_jg_str(g, "value");
-		if (parsed)
-			cm_jg_value(g, parsed);
-		else
-			cm_jg_null(g);
-	}
-	yajl_gen_map_close(g);
-	if (parsed)
-		yajl_tree_free(parsed);
-	free(so);
-	free(se);
-	*result = cm_jg_finish(g);
-	rc = *result ? 0 : cm_err_internal(err, "out of memory");
-out:
-	cm_buf_free(&d.out);
-	cm_buf_free(&d.err);
-	return rc;
 }
 
 int apps_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err)
@@ -874,184 +655,6 @@ int apps_job(struct ctx *c, const char *kind, const char *key, yajl_val args, ch
 	if (!strcmp(kind, "app.restart"))
 		return job_restart(c, name, result, err);
 	if (!strcmp(kind, "app.run"))
-		return job_run(c, name, args, result, err);
+		return app_job_run(c, name, args, result, err);
 	return cm_err_internal(err, "unknown job kind %s", kind);
-}
-
-/* ---- the health checker ---- */
-
-/* Queues app.restart for name unless one of its jobs is already waiting. */
-static void queue_restart(struct ctx *c, const char *name)
-{
-	struct cm_error err;
-	char key[80], args[128];
-	snprintf(key, sizeof key, "app:%s", name);
-	snprintf(args, sizeof args, "{\"name\":\"%s\"}", name);
-	if (cm_db_begin(&c->db, &err) < 0)
-		return;
-	sqlite3_stmt *st = cm_db_stmt(&c->db, "SELECT 1 FROM jobs WHERE cuid = ? AND status IN ('queued', 'running')", &err);
-	if (!st) {
-		cm_db_rollback(&c->db);
-		return;
-	}
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	bool busy = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_reset(st);
-	if (busy || cm_job_insert(&c->db, "app.restart", key, args, NULL, "-", &err) < 0) {
-		cm_db_rollback(&c->db);
-		return;
-	}
-	if (cm_db_commit(&c->db, &err) < 0)
-		return;
-	pthread_mutex_lock(&c->rn->mu);
-	c->rn->wake_seq++;
-	pthread_cond_broadcast(&c->rn->cv);
-	pthread_mutex_unlock(&c->rn->mu);
-}
-
-struct check {
-	char name[64], scheme[8], health[520], status[16], docker_id[80];
-	struct where w;
-	long long port, failures, streak, next_restart;
-};
-
-static void check_one(struct ctx *c, CURL *h, const struct check *k)
-{
-	char msg[300] = "";
-	int64_t now = cm_now_ms();
-	if ((k->w.ip[0] || k->w.host_port > 0) && probe(h, k->scheme, &k->w, k->port, k->health, msg, sizeof msg) == 0) {
-		if (strcmp(k->status, "healthy") || k->failures)
-			cm_info("app %s is healthy", k->name);
-		app_exec(c,
-			 "UPDATE apps SET status = 'healthy', failures = 0, last_check = ?, last_ok = ?, last_error = NULL, "
-			 "restart_streak = 0, next_restart_at = NULL WHERE name = ? AND docker_id = ?",
-			 "iitt", (long long)now, (long long)now, k->name, k->docker_id);
-		return;
-	}
-	if (!msg[0])
-		snprintf(msg, sizeof msg, "the container publishes no port");
-	long long f = k->failures + 1;
-	const char *status = k->status;
-	if ((!strcmp(status, "healthy") && f >= HEALTHY_FAILS) || (!strcmp(status, "starting") && f >= START_FAILS))
-		status = "unhealthy";
-	/* a dead container is started again, with back-off */
-	bool running = true;
-	struct where w2;
-	struct cm_error e2;
-	if (container_state(c, k->docker_id, k->port, &running, &w2, &e2) < 0)
-		running = e2.status != 404;
-	if (!running) {
-		status = "unhealthy";
-		snprintf(msg + strlen(msg), sizeof msg - strlen(msg), " (the container is not running)");
-	}
-	if (strcmp(status, k->status))
-		cm_info("app %s is %s: %s", k->name, status, msg);
-	long long next = k->next_restart, streak = k->streak;
-	if (!running && now >= next) {
-		long long backoff = 1000LL << (streak < 6 ? streak : 6);
-		if (backoff > BACKOFF_MAX_MS)
-			backoff = BACKOFF_MAX_MS;
-		next = now + backoff;
-		streak++;
-		queue_restart(c, k->name);
-		app_exec(c, "UPDATE apps SET restarts = restarts + 1 WHERE name = ?", "t", k->name);
-	}
-	app_exec(c,
-		 "UPDATE apps SET status = ?, failures = ?, last_check = ?, last_error = ?, restart_streak = ?, "
-		 "next_restart_at = ? WHERE name = ? AND docker_id = ?",
-		 "tiitiitt", status, f, (long long)now, msg, streak, next, k->name, k->docker_id);
-}
-
-/* At start: containers (and images) of this stack's apps that have no row and no job on their
- * way (a delete or a failed create interrupted by a crash) are removed. */
-static void sweep_orphans(struct ctx *c)
-{
-	struct cm_buf f = {0}, p = {0}, r = {0};
-	struct cm_error e;
-	cm_buf_printf(&f, "{\"label\":[\"%s=%s\",\"%s\"]}", INSTANCE_LABEL, c->rn->instance, APP_LABEL);
-	cm_buf_puts(&p, "/containers/json?all=1&filters=");
-	cm_buf_urlenc(&p, cm_buf_str(&f));
-	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 60, &e);
-	yajl_val v = st == 200 ? cm_json_parse(cm_buf_str(&r), r.len, &e) : NULL;
-	static const char *sql = "SELECT (SELECT COUNT(*) FROM apps WHERE name = ?1) + (SELECT COUNT(*) FROM jobs WHERE "
-				 "cuid = 'app:' || ?1 AND status IN ('queued', 'running'))";
-	for (size_t i = 0; YAJL_IS_ARRAY(v) && i < v->u.array.len; i++) {
-		const char *name = cm_json_get_str(cm_json_get(v->u.array.values[i], "Labels"), APP_LABEL);
-		if (!name || !cm_valid_app_name(name))
-			continue;
-		sqlite3_stmt *q = cm_db_stmt(&c->db, sql, &e);
-		if (!q)
-			break;
-		sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
-		bool known = sqlite3_step(q) != SQLITE_ROW || sqlite3_column_int64(q, 0) > 0;
-		sqlite3_reset(q);
-		if (!known) {
-			cm_warn("app %s: removing what is left of it (no row refers to it)", name);
-			sweep_app(c, name, NULL, NULL);
-		}
-	}
-	if (v)
-		yajl_tree_free(v);
-	cm_buf_free(&f);
-	cm_buf_free(&p);
-	cm_buf_free(&r);
-}
-
-void *health_thread(void *arg)
-{
-	struct runner *rn = arg;
-	struct ctx c;
-	struct cm_error err;
-	if (ctx_open(&c, rn, &err) < 0) {
-		cm_error("health checker: %s", err.message);
-		return NULL;
-	}
-	CURL *h = curl_easy_init();
-	if (!h) {
-		ctx_close(&c);
-		return NULL;
-	}
-	sweep_orphans(&c);
-	static const char *sql = "SELECT name, scheme, health, status, docker_id, host_port, container_port, failures, "
-				 "restart_streak, COALESCE(next_restart_at, 0), container_ip FROM apps WHERE lifetime = 'service' AND "
-				 "status IN ('starting', 'healthy', 'unhealthy') AND docker_id IS NOT NULL ORDER BY name";
-	while (!rn->stop) {
-		int64_t started = cm_monotonic_ms();
-		struct check *list = NULL;
-		size_t n = 0, cap = 0;
-		sqlite3_stmt *st = cm_db_stmt(&c.db, sql, &err);
-		while (st && sqlite3_step(st) == SQLITE_ROW) {
-			if (n == cap) {
-				cap = cap ? cap * 2 : 16;
-				void *p = realloc(list, cap * sizeof *list);
-				if (!p)
-					break;
-				list = p;
-			}
-			struct check *k = &list[n++];
-			snprintf(k->name, sizeof k->name, "%s", cm_col_str(st, 0) ? cm_col_str(st, 0) : "");
-			snprintf(k->scheme, sizeof k->scheme, "%s", cm_col_str(st, 1) ? cm_col_str(st, 1) : "http");
-			snprintf(k->health, sizeof k->health, "%s", cm_col_str(st, 2) ? cm_col_str(st, 2) : "/");
-			snprintf(k->status, sizeof k->status, "%s", cm_col_str(st, 3) ? cm_col_str(st, 3) : "");
-			snprintf(k->docker_id, sizeof k->docker_id, "%s", cm_col_str(st, 4) ? cm_col_str(st, 4) : "");
-			k->w.host_port = sqlite3_column_int64(st, 5);
-			snprintf(k->w.ip, sizeof k->w.ip, "%s", cm_col_str(st, 10) ? cm_col_str(st, 10) : "");
-			k->port = sqlite3_column_int64(st, 6);
-			k->failures = sqlite3_column_int64(st, 7);
-			k->streak = sqlite3_column_int64(st, 8);
-			k->next_restart = sqlite3_column_int64(st, 9);
-		}
-		if (st)
-			sqlite3_reset(st);
-		/* no statement stays open across the probes */
-		for (size_t i = 0; i < n && !rn->stop; i++)
-			check_one(&c, h, &list[i]);
-		free(list);
-		int64_t spent = cm_monotonic_ms() - started;
-		if (spent < CHECK_MS && !rn->stop)
-			usleep((useconds_t)(CHECK_MS - spent) * 1000);
-	}
-	curl_easy_cleanup(h);
-	ctx_close(&c);
-	return NULL;
 }
