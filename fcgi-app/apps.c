@@ -695,7 +695,8 @@ fail:
 
 /* GET /_appauth (nginx's auth_request for /apps/{name}/...; the app's name comes as the CM_APP
  * parameter). Credentials were checked before routing. 204 with X-CM-Upstream (the container's
- * bridge address and port, else 127.0.0.1 and its published port) when the app is healthy; otherwise 403 (auth_request passes only 401 and 403 on) with X-CM-App-State naming
+ * bridge address and port, else 127.0.0.1 and its published port) and X-CM-Upstream-Scheme (the
+ * app's scheme) when the app is healthy; otherwise 403 (auth_request passes only 401 and 403 on) with X-CM-App-State naming
  * why (unknown, starting, unhealthy), which nginx turns into the 404/503 JSON answer. */
 void h_app_gate(struct cm_req *r)
 {
@@ -710,7 +711,7 @@ void h_app_gate(struct cm_req *r)
 		}
 	}
 	struct cm_error err = {0};
-	char hdr[160];
+	char hdr[200];
 	if (!name || !cm_valid_app_name(name)) {
 		cm_err_set(&err, 404, "not_found", "APP_NOT_FOUND", "name", "no such app");
 		snprintf(hdr, sizeof hdr, "X-CM-App-State: unknown\r\n");
@@ -718,7 +719,8 @@ void h_app_gate(struct cm_req *r)
 		cm_respond_error(r, &err, hdr);
 		return;
 	}
-	static const char *sql = "SELECT status, host_port, lifetime, container_ip, container_port FROM apps WHERE name = ?";
+	static const char *sql = "SELECT status, host_port, lifetime, container_ip, container_port, scheme FROM apps "
+				 "WHERE name = ?";
 	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, &err);
 	if (!st) {
 		cm_respond_error(r, &err, NULL);
@@ -727,10 +729,11 @@ void h_app_gate(struct cm_req *r)
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
 	char status[16] = "", up[96] = "";
-	bool service = false;
+	bool service = false, https = false;
 	if (rc == SQLITE_ROW) {
 		snprintf(status, sizeof status, "%s", cm_col_str(st, 0) ? cm_col_str(st, 0) : "");
 		service = cm_col_str(st, 2) && !strcmp(cm_col_str(st, 2), "service");
+		https = cm_col_str(st, 5) && !strcmp(cm_col_str(st, 5), "https");
 		/* the container's bridge address (no docker-proxy on the way), else its published port */
 		const char *ip = cm_col_str(st, 3);
 		long long port = sqlite3_column_int64(st, 4), host_port = sqlite3_column_int64(st, 1);
@@ -751,7 +754,7 @@ void h_app_gate(struct cm_req *r)
 		return;
 	}
 	if (!strcmp(status, "healthy") && up[0]) {
-		snprintf(hdr, sizeof hdr, "X-CM-Upstream: %s\r\n", up);
+		snprintf(hdr, sizeof hdr, "X-CM-Upstream: %s\r\nX-CM-Upstream-Scheme: %s\r\n", up, https ? "https" : "http");
 		cm_respond(r, 204, NULL, hdr, NULL, 0);
 		return;
 	}

@@ -157,6 +157,11 @@ def main(t):
     made.append(sick)
     r = create_multipart(s, {"name": sick, "health": "/no-such-page"}, service_files("sick"))
     t.status(r, 201, "POST /apps (health path that answers 404)")
+    # scheme https against a plain-HTTP server: the checks speak TLS, so it never gets healthy
+    tls = name("tls")
+    made.append(tls)
+    r = create_multipart(s, {"name": tls, "scheme": "https"}, service_files("tls"))
+    t.status(r, 201, "POST /apps (scheme https)")
 
     # -- a raw zip body with the fields as query parameters; src names the file, build_dir, a
     #    port given wins over EXPOSE
@@ -347,6 +352,11 @@ def main(t):
     r = s.get("/apps/%s/" % sick)
     b = check_error(t, r, 503, code="APP_NOT_READY", name="GET /apps/{unhealthy}/")
     t.eq(((b or {}).get("details") or {}).get("state"), "unhealthy", "the 503 says unhealthy")
+
+    b = wait_status(s, tls, ("unhealthy",))
+    err_text = ((b.get("health_check") or {}).get("last_error") or "")
+    t.ok(b.get("status") == "unhealthy" and ("SSL" in err_text or "TLS" in err_text),
+         "scheme https: the checks use TLS (a plain-HTTP server stays unhealthy)", b.get("health_check"))
 
     # -- DELETE of an image:REF app keeps the image (it is not the app's)
     r = s.delete("/apps/" + cmd)
