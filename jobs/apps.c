@@ -27,7 +27,7 @@
 int app_load(struct ctx *c, const char *name, struct app *a, struct cm_error *err)
 {
 	static const char *sql = "SELECT image, docker_id, lifetime, scheme, health, status, generation, host_port, "
-				 "container_port, built FROM apps WHERE name = ?";
+				 "container_port, built, COALESCE(last_job, 0) FROM apps WHERE name = ?";
 	sqlite3_stmt *st = cm_db_stmt(&c->db, sql, err);
 	if (!st)
 		return -1;
@@ -46,6 +46,7 @@ int app_load(struct ctx *c, const char *name, struct app *a, struct cm_error *er
 		a->host_port = sqlite3_column_int64(st, 7);
 		a->container_port = sqlite3_column_int64(st, 8);
 		a->built = sqlite3_column_int(st, 9) != 0;
+		a->last_job = sqlite3_column_int64(st, 10);
 	}
 	sqlite3_reset(st);
 	if (rc == SQLITE_DONE)
@@ -469,9 +470,9 @@ static int app_image(struct ctx *c, yajl_val args, const char *name, long long g
 			return -1;
 		snprintf(tag, 400, "cm-app-%s:%lld-%.8s", name, gen, c->rn->instance);
 		snprintf(what, sizeof what, "app %s", name);
+		/* the context stays until the job ends (apps_job): a re-run after a crash builds again */
 		int rc = build_context(c, path, cm_json_get_str(args, "build_dir"), cm_json_get_str(args, "dockerfile"), tag, what,
 				       image_id, NULL, 0, err);
-		unlink(path);
 		if (rc < 0)
 			return -1;
 		*built = true;
@@ -498,8 +499,14 @@ static int job_create(struct ctx *c, const char *name, yajl_val args, char **res
 {
 	struct app old;
 	struct cm_error e0;
-	if (app_load(c, name, &old, &e0) == 0)
+	if (app_load(c, name, &old, &e0) == 0) {
+		if (old.last_job == c->job_id) {
+			/* this job made it before the runner was interrupted */
+			*result = strdup("{}");
+			return 0;
+		}
 		return cm_err_set(err, 409, "conflict", "APP_EXISTS", "name", "an app named %s already exists", name);
+	}
 	char tag[400], image_id[80] = "", id[80] = "";
 	long long port = 0;
 	struct where w = {"", 0};
@@ -515,12 +522,12 @@ static int job_create(struct ctx *c, const char *name, yajl_val args, char **res
 	cm_json_get_int(args, "port", &asked);
 	if (app_exec(c,
 		     "INSERT INTO apps(name, src, scheme, health, lifetime, build_dir, port, container_port, image, image_id, "
-		     "built, generation, docker_id, host_port, container_ip, status, created_at, updated_at) "
-		     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-		     "ttttttiittitittii", name, cm_json_get_str(args, "src"), cm_json_get_str(args, "scheme"),
+		     "built, generation, docker_id, host_port, container_ip, status, created_at, updated_at, last_job) "
+		     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+		     "ttttttiittitittiii", name, cm_json_get_str(args, "src"), cm_json_get_str(args, "scheme"),
 		     cm_json_get_str(args, "health"), lifetime, cm_json_get_str(args, "build_dir"), asked, port, tag, image_id,
 		     (long long)built, service ? id : NULL, w.host_port, w.ip[0] ? w.ip : NULL, service ? "starting" : "ready",
-		     (long long)now, (long long)now) < 0) {
+		     (long long)now, (long long)now, (long long)c->job_id) < 0) {
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
 	}
@@ -540,6 +547,12 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 	struct app old;
 	if (app_load(c, name, &old, err) < 0)
 		return -1;
+	if (old.last_job == c->job_id) {
+		/* swapped before the runner was interrupted: only the clean-up may be missing */
+		app_sweep(c, name, old.docker_id[0] ? old.docker_id : NULL, old.built ? old.image : NULL);
+		*result = strdup("{}");
+		return 0;
+	}
 	long long gen = old.generation + 1;
 	char tag[400], image_id[80] = "", id[80] = "";
 	long long port = 0;
@@ -565,10 +578,11 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 		     "UPDATE apps SET src = ?, scheme = ?, health = ?, lifetime = ?, build_dir = ?, port = ?, "
 		     "container_port = ?, image = ?, image_id = ?, built = ?, generation = ?, docker_id = ?, host_port = ?, "
 		     "container_ip = ?, status = ?, failures = 0, last_error = NULL, last_check = ?, last_ok = ?, "
-		     "restart_streak = 0, next_restart_at = NULL, updated_at = ? WHERE name = ?",
-		     "tttttiittiitittiiit", cm_json_get_str(args, "src"), scheme, health, lifetime, cm_json_get_str(args, "build_dir"),
+		     "restart_streak = 0, next_restart_at = NULL, updated_at = ?, last_job = ? WHERE name = ?",
+		     "tttttiittiitittiiiit", cm_json_get_str(args, "src"), scheme, health, lifetime, cm_json_get_str(args, "build_dir"),
 		     asked, port, tag, image_id, (long long)built, gen, service ? id : NULL, w.host_port, w.ip[0] ? w.ip : NULL,
-		     service ? "healthy" : "ready", (long long)now, (long long)now, (long long)now, name) < 0) {
+		     service ? "healthy" : "ready", (long long)now, (long long)now, (long long)now, (long long)c->job_id,
+		     name) < 0) {
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
 	}
@@ -646,10 +660,14 @@ int apps_job(struct ctx *c, const char *kind, const char *key, yajl_val args, ch
 	const char *name = cm_json_get_str(args, "name");
 	if (!name || !cm_valid_app_name(name))
 		return cm_err_internal(err, "app job without a valid name (%s)", key);
-	if (!strcmp(kind, "app.create"))
-		return job_create(c, name, args, result, err);
-	if (!strcmp(kind, "app.update"))
-		return job_update(c, name, args, result, err);
+	if (!strcmp(kind, "app.create") || !strcmp(kind, "app.update")) {
+		int rc = !strcmp(kind, "app.create") ? job_create(c, name, args, result, err) : job_update(c, name, args, result, err);
+		char path[PATH_MAX];
+		struct cm_error e2;
+		if (cm_json_get_str(args, "context") && context_path(c, cm_json_get_str(args, "context"), path, sizeof path, &e2) == 0)
+			unlink(path);
+		return rc;
+	}
 	if (!strcmp(kind, "app.delete"))
 		return job_delete(c, name, result, err);
 	if (!strcmp(kind, "app.restart"))

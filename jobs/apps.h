@@ -24,6 +24,7 @@ struct app {
 	char health[520];
 	char status[16];
 	long long generation, host_port, container_port;
+	int64_t last_job; /* the create/update job that wrote the row (a re-run after a crash sees it) */
 	bool built;
 };
 

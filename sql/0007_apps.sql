@@ -25,6 +25,7 @@ CREATE TABLE apps (
 	restarts        INTEGER NOT NULL DEFAULT 0,
 	restart_streak  INTEGER NOT NULL DEFAULT 0, -- restarts since it was last healthy (back-off)
 	next_restart_at INTEGER,                    -- ms: back-off for restarting a dead container
+	last_job        INTEGER,                    -- the create/update job that wrote it (re-runs are idempotent)
 	created_at      INTEGER NOT NULL,
 	updated_at      INTEGER NOT NULL
 );

@@ -188,6 +188,35 @@ def main(t):
     ok = wait_until(lambda: s.get("/apps/%s/" % cf).status_code == 200, timeout=WAIT, interval=0.5)
     t.ok(ok and s.get("/apps/%s/" % cf).text.strip() == "from-containerfile", "Containerfile wins over Dockerfile")
 
+    # -- an app's build survives a kill -9 of the runner: the job runs again and the app comes up
+    kil = name("killed")
+    made.append(kil)
+    files = service_files("survived", extra=" && echo %s > /www/run-id && sleep 2" % SUFFIX)
+    parts = {"spec": (None, json.dumps({"name": kil}), "application/json"),
+             "source": ("src.zip", mkzip(files), "application/zip")}
+    r = s.post("/apps?async=true", files=parts)
+    jk = (jbody(r) or {}).get("job_id")
+    t.status(r, 202, "POST /apps?async=true")
+    ps = find_procs("cm-runner")
+    ids = {p[0] for p in ps}
+    rp = [p[0] for p in ps if p[1] not in ids]
+    running = wait_until(lambda: (jbody(s.get("/jobs/%s" % jk)) or {}).get("status") == "running", timeout=30, interval=0.05)
+    time.sleep(0.5)
+    if t.ok(running and rp, "the app's build is running"):
+        os.kill(rp[0], signal.SIGKILL)
+    j = jbody(s.get("/jobs/%s?wait=60" % jk)) or {}
+    for _ in range(5):
+        if j.get("status") in ("succeeded", "failed"):
+            break
+        j = jbody(s.get("/jobs/%s?wait=60" % jk)) or {}
+    t.ok(j.get("status") == "succeeded" and j.get("attempts", 0) >= 2,
+         "the app.create job ran again after the runner's restart and succeeded", j)
+    ok = wait_until(lambda: s.get("/apps/%s/" % kil).status_code == 200, timeout=WAIT, interval=0.5)
+    t.ok(ok and s.get("/apps/%s/" % kil).text.strip() == "survived", "the app serves after the interrupted create")
+    t.eq(len(app_containers(kil)), 1, "one container for it (the interrupted attempt left none)")
+    t.ok(not [x for x in os.listdir(builds) if not x.startswith(".")] if os.path.isdir(builds) else True,
+         "the staged source is removed once the job has ended")
+
     # -- a command app from an existing image: no build, no service, commands run
     cmd = name("cmd")
     made.append(cmd)
