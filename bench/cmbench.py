@@ -1421,7 +1421,13 @@ def bench_i(root):
         "[median of %d rounds]" % (fmt_rps(v), fmt_rps(d), 100 * ratio, "met" if ratio >= 0.70 else "not met", ROUNDS))
     say("    the same vs the container's bridge address directly %s -> %.0f%% (the route's own cost: nginx, the "
         "gate's FastCGI sub-request and audit row; the published port adds docker-proxy)" % (fmt_rps(b), 100 * v / b))
-    RESULTS["i"] = {"via": v, "direct": d, "bridge": b, "ratio": ratio}
+    # each round runs its sides back to back: the median of the per-round ratios is steadier than
+    # the ratio of the medians when the machine's load changes between rounds
+    pr = median([x["rps"] / y["rps"] for x, y in zip(res["via /apps/{name}/"], res["direct port"]) if y["rps"]])
+    pb = (median([x["rps"] / y["rps"] for x, y in zip(res["via /apps/{name}/"], res["direct bridge address"]) if y["rps"]])
+          if bridge_ip else float("nan"))
+    say("    median of the per-round ratios: %.0f%% vs the published port, %.0f%% vs the bridge address" % (100 * pr, 100 * pb))
+    RESULTS["i"] = {"via": v, "direct": d, "bridge": b, "ratio": ratio, "round_ratio": pr, "round_ratio_bridge": pb}
 
 
 def pct(xs, p):
@@ -2097,7 +2103,8 @@ def summary():
     if r:
         say("(i) app route /apps/NAME/ %15s   published port %15s   ratio %4.0f%%   (target >= 70%%)"
             % (fmt_rps(r["via"]), fmt_rps(r["direct"]), 100 * r["ratio"]))
-        say("    vs the container's bridge address %s: %.0f%%" % (fmt_rps(r["bridge"]), 100 * r["via"] / r["bridge"]))
+        say("    vs the container's bridge address %s: %.0f%%; median of per-round ratios %.0f%% / %.0f%%"
+            % (fmt_rps(r["bridge"]), 100 * r["via"] / r["bridge"], 100 * r["round_ratio"], 100 * r["round_ratio_bridge"]))
     if PROBLEMS:
         say("problems seen (%d):" % len(PROBLEMS))
         for b, t in PROBLEMS:
