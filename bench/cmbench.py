@@ -13,17 +13,20 @@ target was met. Do not use this as a CI gate.
 
 import base64
 import http.client
+import io
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import zipfile
 import uuid
 
@@ -1343,6 +1346,90 @@ def bench_h(root):
     RESULTS["h"] = {"api": a, "cli": b, "ratio": a / b}
 
 
+# ------------------------------------------------------------------------------ (i) apps
+
+APP_PAGE = 512  # bytes of the page the app serves
+
+
+def bench_i(root):
+    say("\n(i) GET through nginx /apps/{name}/ (auth_request gate + proxy to the container's bridge address) vs the "
+        "same container's published port hit directly, and vs its bridge address hit directly "
+        "(wrk -t%d -c%d -d%ds; busybox httpd closes each connection on every side)" % (THREADS, CONNS, DURATION))
+    say("    load average before: %s" % loadavg())
+    st = Stack(root, "i")
+    start_stacks(st)
+    ses = st.session()
+    name = "bench-" + base64.b16encode(os.urandom(3)).decode().lower()
+
+    def rm_leftovers():
+        code, lst = docker("GET", "/containers/json?all=1&filters=" + urllib.parse.quote(
+            json.dumps({"label": ["io.container-manager.app=%s" % name]})))
+        for c in lst if code == 200 else []:
+            docker("DELETE", "/containers/%s?force=1&v=1" % c["Id"])
+    CLEANUPS.append(rm_leftovers)
+    dockerfile = ("FROM %s\nRUN mkdir -p /www && head -c %d /dev/zero | tr '\\0' x > /www/index.html\n"
+                  "EXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n" % (IMAGE, APP_PAGE))
+    zb = io.BytesIO()
+    with zipfile.ZipFile(zb, "w") as z:
+        z.writestr("Dockerfile", dockerfile)
+    r = ses.post(st.base + "/apps", files={"spec": (None, json.dumps({"name": name}), "application/json"),
+                                           "source": ("src.zip", zb.getvalue(), "application/zip")}, timeout=600)
+    if r.status_code != 201:
+        raise RuntimeError("POST /apps -> %s %s" % (r.status_code, r.text[:300]))
+    deadline = time.time() + 120
+    chk = {"User-Agent": CHECK_UA}  # 503 until the app is healthy: expected
+    while time.time() < deadline and ses.get(st.base + "/apps/%s/" % name, headers=chk, timeout=10).status_code != 200:
+        time.sleep(0.5)
+    host_port = None
+    con = sqlite3.connect("file:%s?mode=ro" % st.db, uri=True, timeout=15)
+    try:
+        row = con.execute("SELECT host_port, status, container_ip, container_port FROM apps WHERE name = ?",
+                          (name,)).fetchone()
+    finally:
+        con.close()
+    if not row or row[1] != "healthy":
+        raise RuntimeError("the app did not become healthy: %r" % (row,))
+    host_port, bridge_ip, cport = row[0], row[2], row[3]
+    via = st.base + "/apps/%s/" % name
+    direct = "http://127.0.0.1:%d/" % host_port
+    sides = [("via /apps/{name}/", via, st.authz, {}), ("direct port", direct, st.authz, {})]
+    if bridge_ip:
+        sides.append(("direct bridge address", "http://%s:%d/" % (bridge_ip, cport), st.authz, {}))
+    else:
+        problem("i", "the app has no bridge address: the route goes through its published port")
+    pages = []
+    for label, u, _, _ in sides:
+        rr = requests.get(u, headers=st.authz, timeout=10)
+        pages.append(rr.content)
+        say("  check: %-22s %d (%d bytes)" % (label, rr.status_code, len(rr.content)))
+        if rr.status_code != 200:
+            problem("i", "%s answered %d" % (label, rr.status_code))
+    if len(set(pages)) != 1:
+        problem("i", "the sides do not answer the same page")
+    for _, u, _, _ in sides:
+        wrk(u, st.authz, duration=1)
+    res = alternate(ROUNDS, sides, "i")
+    r = ses.delete(st.base + "/apps/" + name, timeout=120)
+    if r.status_code != 204:
+        problem("i", "DELETE /apps/%s -> %d" % (name, r.status_code))
+    finish_stacks("i", st)
+    v = median([x["rps"] for x in res["via /apps/{name}/"]])
+    d = median([x["rps"] for x in res["direct port"]])
+    b = median([x["rps"] for x in res["direct bridge address"]]) if bridge_ip else float("nan")
+    ratio = v / d if d else float("nan")
+    say("  RESULT (i) through /apps/{name}/ %s vs the published port directly %s -> %.0f%% (target >= 70%%: %s) "
+        "[median of %d rounds]" % (fmt_rps(v), fmt_rps(d), 100 * ratio, "met" if ratio >= 0.70 else "not met", ROUNDS))
+    say("    the same vs the container's bridge address directly %s -> %.0f%% (the route's own cost: nginx, the "
+        "gate's FastCGI sub-request and audit row; the published port adds docker-proxy)" % (fmt_rps(b), 100 * v / b))
+    # each round runs its sides back to back: the median of the per-round ratios is steadier than
+    # the ratio of the medians when the machine's load changes between rounds
+    pr = median([x["rps"] / y["rps"] for x, y in zip(res["via /apps/{name}/"], res["direct port"]) if y["rps"]])
+    pb = (median([x["rps"] / y["rps"] for x, y in zip(res["via /apps/{name}/"], res["direct bridge address"]) if y["rps"]])
+          if bridge_ip else float("nan"))
+    say("    median of the per-round ratios: %.0f%% vs the published port, %.0f%% vs the bridge address" % (100 * pr, 100 * pb))
+    RESULTS["i"] = {"via": v, "direct": d, "bridge": b, "ratio": ratio, "round_ratio": pr, "round_ratio_bridge": pb}
+
+
 def pct(xs, p):
     """The p-th percentile (nearest rank) of xs."""
     if not xs:
@@ -2012,6 +2099,12 @@ def summary():
     if r:
         say("(h) image build (10 MB)   API %6.2f s   docker build %6.2f s   ratio %5.2fx   (target <= 1.10x)"
             % (r["api"], r["cli"], r["ratio"]))
+    r = RESULTS.get("i")
+    if r:
+        say("(i) app route /apps/NAME/ %15s   published port %15s   ratio %4.0f%%   (target >= 70%%)"
+            % (fmt_rps(r["via"]), fmt_rps(r["direct"]), 100 * r["ratio"]))
+        say("    vs the container's bridge address %s: %.0f%%; median of per-round ratios %.0f%% / %.0f%%"
+            % (fmt_rps(r["bridge"]), 100 * r["via"] / r["bridge"], 100 * r["round_ratio"], 100 * r["round_ratio_bridge"]))
     if PROBLEMS:
         say("problems seen (%d):" % len(PROBLEMS))
         for b, t in PROBLEMS:
@@ -2076,10 +2169,10 @@ def tree_state():
 
 
 def main(argv):
-    which = [a for a in argv if a in "abcdefgh" and len(a) == 1] or list("abcdefgh")
-    bad = [a for a in argv if not (a in "abcdefgh" and len(a) == 1)]
+    which = [a for a in argv if a in "abcdefghi" and len(a) == 1] or list("abcdefghi")
+    bad = [a for a in argv if not (a in "abcdefghi" and len(a) == 1)]
     if bad:
-        say("usage: bench/run [a] [b] [c] [d] [e] [f] [g] [h]")
+        say("usage: bench/run [a] [b] [c] [d] [e] [f] [g] [h] [i]")
         return 2
     root = tempfile.mkdtemp(prefix="cm-bench.", dir="/tmp")
     os.chmod(root, 0o755)
@@ -2094,7 +2187,7 @@ def main(argv):
         return 1
     say("running %s from a copy of the build: %s" % (version, SHARE))
     bins_before = binaries()
-    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f, "g": bench_g, "h": bench_h}
+    funcs = {"a": bench_a, "b": bench_b, "c": bench_c, "d": bench_d, "e": bench_e, "f": bench_f, "g": bench_g, "h": bench_h, "i": bench_i}
     rc = 0
 
     def on_signal(sig, frame):

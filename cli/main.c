@@ -741,7 +741,7 @@ static int cmd_serve(const struct serve_opts *o)
 	if (!self)
 		return 1;
 	static const char *const tpl_names[] = {"nginx.conf", "locations.conf", "fastcgi.conf", "wsproxy.conf",
-						"harpoonproxy.conf"};
+						"harpoonproxy.conf", "appproxy.conf"};
 	char tpl[CM_ARRAY_LEN(tpl_names)][PATH_MAX], tpl_https[PATH_MAX];
 	for (size_t i = 0; i < CM_ARRAY_LEN(tpl_names); i++) {
 		snprintf(buf, sizeof buf, "nginx/%s.in", tpl_names[i]);

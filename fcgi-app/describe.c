@@ -76,13 +76,13 @@ static int emit_value(yajl_gen g, yajl_val v, const struct emit *e, const char *
 
 /* The documented path of a route: its doc, or one made from its pattern ("*" → "{id}") so that
  * a route added without documentation still shows (with its action as the summary, which
- * t245 refuses). NULL for the internal /_auth. */
+ * t245 refuses). NULL for the internal /_auth and /_appauth. */
 static const char *doc_path(const struct cm_route *rt, char *buf, size_t n)
 {
 	if (rt->doc)
 		return rt->doc;
-	if (rt->handler == h_auth)
-		return NULL;
+	if (!strncmp(rt->pattern, "/_", 2))
+		return NULL; /* nginx's auth_request sub-requests */
 	size_t o = 0;
 	for (const char *p = rt->pattern; *p && o + 8 < n; p++) {
 		if (*p == '*') {
@@ -210,6 +210,11 @@ static void content(yajl_gen g, const char *kind)
 		media(g, "application/zip", NULL, "application/zip");
 		media(g, "application/x-tar", NULL, "application/x-tar");
 		media(g, "application/gzip", NULL, "application/gzip");
+		media(g, "multipart/form-data", NULL, "multipart/form-data");
+	} else if (!strcmp(kind, "app")) {
+		media(g, "application/json", "object", NULL);
+		media(g, "application/zip", NULL, "application/zip");
+		media(g, "application/x-tar", NULL, "application/x-tar");
 		media(g, "multipart/form-data", NULL, "multipart/form-data");
 	} else if (!strcmp(kind, "text")) {
 		media(g, "text/plain", NULL, "text/plain");

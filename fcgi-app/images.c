@@ -200,7 +200,7 @@ void h_image_delete(struct cm_req *r)
 		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
 }
 
-static bool context_type(const char *ct)
+bool cm_context_type(const char *ct)
 {
 	static const char *const ok[] = {"application/zip", "application/x-zip-compressed", "application/x-tar",
 					 "application/tar", "application/gzip", "application/x-gzip", "application/x-xz",
@@ -247,7 +247,7 @@ static int spool(struct cm_req *r, int fd, struct cm_error *err)
 }
 
 /* multipart/form-data; boundary=...: the boundary into out (1-70 characters), or false. */
-static bool multipart_boundary(const char *ct, char *out, size_t outsz)
+bool cm_multipart_boundary(const char *ct, char *out, size_t outsz)
 {
 	if (!ct || strncasecmp(ct, "multipart/form-data", 19))
 		return false;
@@ -294,9 +294,8 @@ static bool disposition_param(const char *h, size_t hl, const char *param, char 
 	return false;
 }
 
-/* Replaces the spooled multipart body at path with the content of its file part (the part
- * named "context", or else the first part with a filename). */
-static int multipart_extract(const char *path, const char *boundary, struct cm_error *err)
+int cm_multipart_extract(const char *path, const char *boundary, const char *file_part, const char *field_part,
+			 struct cm_buf *field, struct cm_error *err)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
@@ -340,8 +339,19 @@ static int multipart_extract(const char *path, const char *boundary, struct cm_e
 			}
 			h += hl + 2;
 		}
-		bool named = !strcmp(name, "context");
-		if ((named && !best_named) || (!best && filename[0])) {
+		bool named = !strcmp(name, file_part);
+		if (field_part && field && !strcmp(name, field_part) && !field->len) {
+			size_t fl = (size_t)(next - body);
+			if (fl > CM_MULTIPART_FIELD_MAX) {
+				munmap(m, len);
+				return cm_err_validation(err, "INVALID_VALUE", field_part, "the \"%s\" part is larger than %d bytes",
+							 field_part, CM_MULTIPART_FIELD_MAX);
+			}
+			if (cm_buf_append(field, body, fl) < 0 || cm_buf_puts(field, "") < 0) {
+				munmap(m, len);
+				return cm_err_internal(err, "out of memory");
+			}
+		} else if ((named && !best_named) || (!best && filename[0])) {
 			best = body;
 			best_end = next;
 			best_named = named;
@@ -351,7 +361,7 @@ static int multipart_extract(const char *path, const char *boundary, struct cm_e
 	int rc = 0;
 	if (!best) {
 		rc = cm_err_validation(err, "INVALID_MULTIPART", "body",
-				       "the multipart body has no file part (send the archive as the \"context\" field)");
+				       "the multipart body has no file part (send the archive as the \"%s\" field)", file_part);
 	} else {
 		char tmp[PATH_MAX + 8];
 		snprintf(tmp, sizeof tmp, "%s.part", path);
@@ -375,13 +385,45 @@ static int multipart_extract(const char *path, const char *boundary, struct cm_e
 	return rc;
 }
 
+int cm_upload_stage(struct cm_req *r, char name[40], char *path, size_t pathsz, struct cm_error *err)
+{
+	const struct cm_config *cfg = &r->app->cfg;
+	unsigned char rnd[18];
+	path[0] = '\0';
+	if (cm_random_bytes(rnd, sizeof rnd) < 0)
+		return cm_err_internal(err, "no randomness");
+	cm_b64url_encode(name, rnd, sizeof rnd);
+	for (char *p = name; *p; p++)
+		if (*p == '-' || *p == '_')
+			*p = 'x'; /* a plain name: no leading dot or dash */
+	/* DATA/builds is made by `serve` at start-up */
+	if (cm_config_path(cfg, path, pathsz, "builds") < 0 || strlen(path) + strlen(name) + 2 > pathsz) {
+		path[0] = '\0';
+		return cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot create the builds directory");
+	}
+	strcat(path, "/");
+	strcat(path, name);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		path[0] = '\0';
+		return cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot store the build context: %s", strerror(errno));
+	}
+	int rc = spool(r, fd, err);
+	if (close(fd) < 0 && rc == 0)
+		rc = cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot store the build context: %s", strerror(errno));
+	if (rc < 0) {
+		unlink(path);
+		path[0] = '\0';
+	}
+	return rc;
+}
+
 void h_image_build(struct cm_req *r)
 {
 	struct cm_error err = {0};
 	const struct cm_config *cfg = &r->app->cfg;
 	const char *tag = cm_req_query(r, "tag");
 	char ctx_path[PATH_MAX] = "", name[40];
-	int fd = -1;
 	struct cm_buildctx b = {.max_unpacked = cfg->upload_max_unpacked, .max_entries = cfg->upload_max_entries};
 	if (!tag) {
 		cm_err_validation(&err, "MISSING_FIELD", "tag", "give the image a name: ?tag=name[:tag]");
@@ -401,8 +443,8 @@ void h_image_build(struct cm_req *r)
 	snprintf(b.dockerfile, sizeof b.dockerfile, "%s", df ? df : "");
 	snprintf(b.build_dir, sizeof b.build_dir, "%s", bd ? bd : "");
 	char boundary[80];
-	bool multipart = multipart_boundary(cm_req_header(r, "CONTENT_TYPE"), boundary, sizeof boundary);
-	if (!multipart && !context_type(cm_req_header(r, "CONTENT_TYPE"))) {
+	bool multipart = cm_multipart_boundary(cm_req_header(r, "CONTENT_TYPE"), boundary, sizeof boundary);
+	if (!multipart && !cm_context_type(cm_req_header(r, "CONTENT_TYPE"))) {
 		cm_err_validation(&err, "INVALID_CONTENT_TYPE", "Content-Type",
 				  "send the build context as application/zip or application/x-tar (optionally gzip), or as the "
 				  "\"context\" file of multipart/form-data");
@@ -414,38 +456,9 @@ void h_image_build(struct cm_req *r)
 			   (long long)cfg->upload_max_bytes);
 		goto fail;
 	}
-	unsigned char rnd[18];
-	if (cm_random_bytes(rnd, sizeof rnd) < 0) {
-		cm_err_internal(&err, "no randomness");
+	if (cm_upload_stage(r, name, ctx_path, sizeof ctx_path, &err) < 0)
 		goto fail;
-	}
-	cm_b64url_encode(name, rnd, sizeof rnd);
-	for (char *p = name; *p; p++)
-		if (*p == '-' || *p == '_')
-			*p = 'x'; /* a plain name: no leading dot or dash */
-	/* DATA/builds is made by `serve` at start-up */
-	if (cm_config_path(cfg, ctx_path, sizeof ctx_path, "builds") < 0 || strlen(ctx_path) + strlen(name) + 2 > sizeof ctx_path) {
-		cm_err_set(&err, 500, "io_error", "IO_ERROR", NULL, "cannot create the builds directory");
-		ctx_path[0] = '\0';
-		goto fail;
-	}
-	strcat(ctx_path, "/");
-	strcat(ctx_path, name);
-	fd = open(ctx_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		cm_err_set(&err, 500, "io_error", "IO_ERROR", NULL, "cannot store the build context: %s", strerror(errno));
-		ctx_path[0] = '\0';
-		goto fail;
-	}
-	if (spool(r, fd, &err) < 0)
-		goto fail;
-	if (close(fd) < 0) {
-		fd = -1;
-		cm_err_set(&err, 500, "io_error", "IO_ERROR", NULL, "cannot store the build context: %s", strerror(errno));
-		goto fail;
-	}
-	fd = -1;
-	if (multipart && multipart_extract(ctx_path, boundary, &err) < 0)
+	if (multipart && cm_multipart_extract(ctx_path, boundary, "context", NULL, NULL, &err) < 0)
 		goto fail_nodrain;
 	if (cm_buildctx_scan(ctx_path, &b, &err) < 0)
 		goto fail_nodrain;
@@ -478,8 +491,6 @@ void h_image_build(struct cm_req *r)
 fail:
 	cm_req_drain(r);
 fail_nodrain:
-	if (fd >= 0)
-		close(fd);
 	if (ctx_path[0])
 		unlink(ctx_path);
 	cm_respond_error(r, &err, NULL);

@@ -119,7 +119,7 @@ static void handle(struct cm_app *app, FCGX_Request *fr)
 		if (cm_auth_check(&r, &err) < 0) {
 			snprintf(r.action, sizeof r.action, "%s", "auth.failed");
 			/* nginx's auth_request knows only 2xx, 401 and 403: throttled becomes 403 there */
-			if (err.status == 429 && !strcmp(r.path, "/_auth"))
+			if (err.status == 429 && (!strcmp(r.path, "/_auth") || !strcmp(r.path, "/_appauth")))
 				err.status = 403;
 			cm_respond_error(&r, &err,
 					 err.status == 401 ? "WWW-Authenticate: Basic realm=\"container-manager\", charset=\"UTF-8\"\r\n"

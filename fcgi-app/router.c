@@ -17,6 +17,7 @@ static const char *const p_jobs[] = {"status", "cuid", "kind", "limit", "cursor"
 static const char *const p_wait[] = {"wait", NULL};
 static const char *const p_build[] = {"tag", "dockerfile", "build_dir", NULL};
 static const char *const p_follow[] = {"follow", NULL};
+static const char *const p_app[] = {"name", "src", "port", "scheme", "health", "lifetime", "build_dir", NULL};
 static const char *const p_tty[] = {"cols", "rows", "tty", "command", NULL};
 static const char *const p_logs[] = {"tail", "since", "timestamps", "follow", "stream", NULL};
 
@@ -60,6 +61,14 @@ static const struct cm_route routes[] = {
 	{"GET", "/jobs", h_jobs_list, "job.list", p_jobs, "/jobs", "Lists jobs, newest first, filtered by status, cuid or kind.", NULL, 200, "job_list", "410"},
 	{"GET", "/jobs/*", h_job_get, "job.get", p_wait, "/jobs/{id}", "Returns a job (wait=N long-polls until it ends).", NULL, 200, "job", "404"},
 	{"DELETE", "/jobs/*", h_job_delete, "job.cancel", p_none, "/jobs/{id}", "Cancels a queued job.", NULL, 200, "job", "404 409"},
+	{"GET", "/apps", h_apps_list, "app.list", p_none, "/apps", "Lists apps with their URL, status and image.", NULL, 200, "object", ""},
+	{"POST", "/apps", h_app_create, "app.create", p_app, "/apps", "Creates an app: builds its source (zip or tar, raw or multipart) or uses image:REF, starts it and routes /apps/{name}/ to it once healthy.", "app", 201, "object", "404 409 413 422"},
+	{"GET", "/apps/*", h_app_get, "app.get", p_none, "/apps/{name}", "Returns one app with its health (status, last check, failures).", NULL, 200, "object", "404"},
+	{"PUT", "/apps/*", h_app_update, "app.update", p_app, "/apps/{name}", "Rebuilds an app from new source and swaps its container once the new one is healthy.", "app", 200, "object", "404 413 422"},
+	{"DELETE", "/apps/*", h_app_delete, "app.delete", p_none, "/apps/{name}", "Removes an app: its route, container and image.", NULL, 204, NULL, "404"},
+	{"POST", "/apps/*/run", h_app_run, "app.run", p_none, "/apps/{name}/run", "Runs a command in the app's container and returns its stdout, stderr and exit code.", "object", 200, "object", "404 409 422"},
+	{"GET", "/apps/*/**", NULL, "app.proxy", p_none, "/apps/{name}/{path}", "The app itself (any method), proxied once its health check passes; 503 with Retry-After until then.", NULL, 200, "octet", "404 503"},
+	{"GET", "/_appauth", h_app_gate, "app.proxy", p_none, NULL, NULL, NULL, 204, NULL, NULL}, /* auth_request of /apps/{name}/... */
 	{"GET", "/definitions", h_definitions_list, "definitions.list", p_none, "/definitions", "Lists the image definitions loaded at start (harpoon).", NULL, 200, "object", ""},
 	{"GET", "/definitions/*", h_definition_get, "definitions.get", p_none, "/definitions/{name}", "Returns one image definition with its builds.", NULL, 200, "object", "404"},
 	{"POST", "/start_container", NULL, "harpoon.start", p_none, "/start_container", "Starts (or reuses) a container of an image definition, optionally locked (harpoon).", "object", 200, "object", "404 408 409 422"},

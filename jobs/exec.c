@@ -98,6 +98,72 @@ long docker_inspect(struct ctx *c, const char *name, yajl_val *out, struct cm_er
 	return st;
 }
 
+static int discard_chunk(const char *data, size_t len, void *ud)
+{
+	(void)data, (void)len, (void)ud;
+	return 0;
+}
+
+int docker_exec_argv(struct ctx *c, const char *id, yajl_val argv, cm_docker_chunk_cb out, void *ud, long timeout_s,
+		     long long *code, struct cm_error *err)
+{
+	yajl_gen g = cm_jg_new();
+	if (!g)
+		return cm_err_internal(err, "out of memory");
+	yajl_gen_map_open(g);
+	cm_jg_str(g, "Cmd");
+	cm_jg_value(g, argv);
+	cm_jg_str(g, "AttachStdout");
+	cm_jg_bool(g, true);
+	cm_jg_str(g, "AttachStderr");
+	cm_jg_bool(g, true);
+	cm_jg_str(g, "Tty");
+	cm_jg_bool(g, false);
+	yajl_gen_map_close(g);
+	char *body = cm_jg_finish(g);
+	char path[200];
+	snprintf(path, sizeof path, "/containers/%s/exec", id);
+	struct cm_buf r = {0};
+	long st = body ? cm_docker_call(&c->docker, "POST", path, body, &r, 30, err) : -1;
+	free(body);
+	char eid[80] = "";
+	if (st == 201) {
+		yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, err);
+		snprintf(eid, sizeof eid, "%s", v && cm_json_get_str(v, "Id") ? cm_json_get_str(v, "Id") : "");
+		if (v)
+			yajl_tree_free(v);
+	}
+	cm_buf_free(&r);
+	if (st == 409 || st == 404)
+		return cm_err_set(err, 409, "conflict", "CONTAINER_NOT_RUNNING", NULL, "the container is not running");
+	if (!eid[0])
+		return st < 0 ? -1 : cm_err_internal(err, "exec create failed (%ld)", st);
+	/* attached: the answer ends when the process does */
+	snprintf(path, sizeof path, "/exec/%s/start", eid);
+	st = cm_docker_post_stream(&c->docker, path, "{\"Detach\":false,\"Tty\":false}", out ? out : discard_chunk, ud,
+				   timeout_s, err);
+	if (st < 0)
+		return -1;
+	if (st != 200)
+		return cm_err_internal(err, "exec start failed (%ld)", st);
+	snprintf(path, sizeof path, "/exec/%s/json", eid);
+	for (int i = 0; i < 100; i++) {
+		struct cm_buf j = {0};
+		st = cm_docker_call(&c->docker, "GET", path, NULL, &j, 30, err);
+		yajl_val v = st == 200 ? cm_json_parse(cm_buf_str(&j), j.len, err) : NULL;
+		cm_buf_free(&j);
+		bool done = v && !YAJL_IS_TRUE(cm_json_get(v, "Running")) && cm_json_get_int(v, "ExitCode", code);
+		if (v)
+			yajl_tree_free(v);
+		if (done)
+			return 0;
+		if (st != 200)
+			break;
+		usleep(20000);
+	}
+	return cm_err_internal(err, "the command's exit code is unknown");
+}
+
 static yajl_val jpath(yajl_val v, const char *a, const char *b)
 {
 	v = cm_json_get(v, a);
@@ -1025,6 +1091,8 @@ int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, c
 		return cm_err_internal(err, "job without a container");
 	if (!strncmp(kind, "h.", 2))
 		return harpoon_job(c, kind, cuid, args, result, err);
+	if (!strncmp(kind, "app.", 4))
+		return apps_job(c, kind, cuid, args, result, err);
 	if (!strncmp(kind, "image.", 6) || !strncmp(kind, "volume.", 7))
 		return images_job(c, kind, cuid, args, result, err);
 	if (!strcmp(kind, "create"))

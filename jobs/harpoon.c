@@ -236,61 +236,10 @@ static bool tcp_open(const char *ip, int port)
 /* Runs argv in the container; returns its exit code, or -1 (err) when it could not run. */
 static int exec_in(struct ctx *c, const char *id, yajl_val argv, struct cm_error *err)
 {
-	yajl_gen g = cm_jg_new();
-	if (!g)
-		return cm_err_internal(err, "out of memory");
-	yajl_gen_map_open(g);
-	cm_jg_str(g, "Cmd");
-	cm_jg_value(g, argv);
-	cm_jg_str(g, "AttachStdout");
-	cm_jg_bool(g, true);
-	cm_jg_str(g, "AttachStderr");
-	cm_jg_bool(g, true);
-	yajl_gen_map_close(g);
-	char *body = cm_jg_finish(g);
-	char path[200];
-	snprintf(path, sizeof path, "/containers/%s/exec", id);
-	struct cm_buf r = {.limit = 1 << 20};
-	long st = body ? cm_docker_call(&c->docker, "POST", path, body, &r, 30, err) : -1;
-	free(body);
-	char eid[80] = "";
-	if (st == 201) {
-		yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, err);
-		const char *s = v ? cm_json_get_str(v, "Id") : NULL;
-		snprintf(eid, sizeof eid, "%s", s ? s : "");
-		if (v)
-			yajl_tree_free(v);
-	}
-	if (!eid[0]) {
-		cm_buf_free(&r);
-		return st < 0 ? -1 : cm_err_internal(err, "exec create failed (%ld)", st);
-	}
-	r.len = 0;
-	snprintf(path, sizeof path, "/exec/%s/start", eid);
-	/* attached: the answer ends when the process does (output capped by the buffer limit) */
-	st = cm_docker_call(&c->docker, "POST", path, "{\"Detach\":false,\"Tty\":false}", &r, 60, err);
-	r.len = 0;
-	snprintf(path, sizeof path, "/exec/%s/json", eid);
-	int code = -1;
-	for (int i = 0; i < 50 && code < 0; i++) {
-		r.len = 0;
-		st = cm_docker_call(&c->docker, "GET", path, NULL, &r, 30, err);
-		if (st != 200)
-			break;
-		yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, err);
-		yajl_val running = v ? cm_json_get(v, "Running") : NULL;
-		long long ec = -1;
-		if (v && !YAJL_IS_TRUE(running) && cm_json_get_int(v, "ExitCode", &ec))
-			code = (int)ec;
-		if (v)
-			yajl_tree_free(v);
-		if (code < 0)
-			usleep(20000);
-	}
-	cm_buf_free(&r);
-	if (code < 0)
-		return cm_err_internal(err, "the wait command's exit code is unknown");
-	return code;
+	long long code = -1;
+	if (docker_exec_argv(c, id, argv, NULL, NULL, 60, &code, err) < 0)
+		return -1;
+	return (int)code;
 }
 
 /* Waits for the definition's condition; 0 when it holds, -1 (err) when it did not in time. */

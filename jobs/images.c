@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 /* Path of a context file named in args, checked to be a plain name inside DATA/builds. */
-static int context_path(struct ctx *c, const char *name, char *out, size_t outsz, struct cm_error *err)
+int context_path(struct ctx *c, const char *name, char *out, size_t outsz, struct cm_error *err)
 {
 	if (!name || !*name || strchr(name, '/') || name[0] == '.' || strlen(name) > 64)
 		return cm_err_internal(err, "malformed build context name");
@@ -48,20 +48,16 @@ static void *repack_thread(void *p)
 	return NULL;
 }
 
-static int job_build(struct ctx *c, yajl_val args, char **result, struct cm_error *err)
+int build_context(struct ctx *c, const char *path, const char *build_dir, const char *dockerfile, const char *tag,
+		  const char *what, char image_id[80], char *used_dockerfile, size_t udsz, struct cm_error *err)
 {
-	const char *name = cm_json_get_str(args, "context"), *tag = cm_json_get_str(args, "tag");
-	char path[PATH_MAX];
-	if (!tag || context_path(c, name, path, sizeof path, err) < 0)
-		return tag ? -1 : cm_err_internal(err, "build job without a tag");
 	if (access(path, R_OK) != 0)
 		return cm_err_set(err, 410, "gone", "CONTEXT_GONE", NULL, "the uploaded build context is gone (%s)",
 				  strerror(errno));
 	struct cm_buildctx b = {.max_unpacked = c->rn->cfg.upload_max_unpacked,
 				.max_entries = c->rn->cfg.upload_max_entries};
-	snprintf(b.build_dir, sizeof b.build_dir, "%s", cm_json_get_str(args, "build_dir") ? cm_json_get_str(args, "build_dir") : "");
-	snprintf(b.dockerfile, sizeof b.dockerfile, "%s",
-		 cm_json_get_str(args, "dockerfile") ? cm_json_get_str(args, "dockerfile") : "");
+	snprintf(b.build_dir, sizeof b.build_dir, "%s", build_dir ? build_dir : "");
+	snprintf(b.dockerfile, sizeof b.dockerfile, "%s", dockerfile ? dockerfile : "");
 	int rc = -1;
 	FILE *f = NULL;
 	pthread_t th;
@@ -94,8 +90,6 @@ static int job_build(struct ctx *c, yajl_val args, char **result, struct cm_erro
 		cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot read the build context: %s", strerror(errno));
 		goto out;
 	}
-	char what[300], image_id[80] = "";
-	snprintf(what, sizeof what, "image %s", tag);
 	struct build_opts o = {.name = tag, .hash = "upload", .tag = tag, .dockerfile = b.dockerfile, .what = what, .file = f};
 	int brc = docker_build(c, &o, image_id, err);
 	if (threaded) {
@@ -113,25 +107,42 @@ static int job_build(struct ctx *c, yajl_val args, char **result, struct cm_erro
 	}
 	if (brc < 0)
 		goto out;
+	if (used_dockerfile)
+		snprintf(used_dockerfile, udsz, "%s", b.dockerfile);
+	rc = 0;
+out:
+	if (f)
+		fclose(f);
+	if (threaded)
+		pthread_join(th, NULL);
+	return rc;
+}
+
+static int job_build(struct ctx *c, yajl_val args, char **result, struct cm_error *err)
+{
+	const char *name = cm_json_get_str(args, "context"), *tag = cm_json_get_str(args, "tag");
+	char path[PATH_MAX];
+	if (!tag || context_path(c, name, path, sizeof path, err) < 0)
+		return tag ? -1 : cm_err_internal(err, "build job without a tag");
+	char what[300], image_id[80] = "", dockerfile[1024] = "";
+	snprintf(what, sizeof what, "image %s", tag);
+	int rc = build_context(c, path, cm_json_get_str(args, "build_dir"), cm_json_get_str(args, "dockerfile"), tag, what,
+			       image_id, dockerfile, sizeof dockerfile, err);
+	unlink(path);
+	if (rc < 0)
+		return -1;
 	struct cm_buf r = {0};
 	cm_buf_printf(&r, "{\"image_id\":\"%s\",\"tag\":\"%s\",\"dockerfile\":", image_id, tag);
 	yajl_gen g = cm_jg_new();
 	if (g) {
-		cm_jg_str(g, b.dockerfile);
+		cm_jg_str(g, dockerfile);
 		char *js = cm_jg_finish(g);
 		cm_buf_puts(&r, js ? js : "null");
 		free(js);
 	}
 	cm_buf_printf(&r, ",\"log_url\":\"/jobs/%lld/log\"}", (long long)c->job_id);
 	*result = r.data;
-	rc = *result ? 0 : cm_err_internal(err, "out of memory");
-out:
-	if (f)
-		fclose(f);
-	if (threaded)
-		pthread_join(th, NULL);
-	unlink(path);
-	return rc;
+	return *result ? 0 : cm_err_internal(err, "out of memory");
 }
 
 static int job_image_delete(struct ctx *c, yajl_val args, char **result, struct cm_error *err)
@@ -320,7 +331,8 @@ void images_sweep(struct ctx *c)
 	DIR *d = opendir(dir);
 	if (!d)
 		return;
-	static const char *sql = "SELECT 1 FROM jobs WHERE kind = 'image.build' AND status IN ('queued', 'running') "
+	static const char *sql = "SELECT 1 FROM jobs WHERE kind IN ('image.build', 'app.create', 'app.update') "
+				 "AND status IN ('queued', 'running') "
 				 "AND json_extract(args, '$.context') = ?";
 	struct dirent *de;
 	while ((de = readdir(d))) {

@@ -299,10 +299,10 @@ int main(int argc, char **argv)
 		cm_error("cannot listen on %s: %s", rn.sock_path, strerror(errno));
 		return 1;
 	}
-	pthread_t mon, ev, aud;
+	pthread_t mon, ev, aud, health;
 	pthread_t *ex = calloc((size_t)rn.cfg.runner_threads, sizeof *ex);
 	if (!ex || pthread_create(&mon, NULL, monitor_thread, &rn) || pthread_create(&ev, NULL, events_thread, &rn) ||
-	    pthread_create(&aud, NULL, audit_thread, &rn))
+	    pthread_create(&aud, NULL, audit_thread, &rn) || pthread_create(&health, NULL, health_thread, &rn))
 		return 1;
 	for (int i = 0; i < rn.cfg.runner_threads; i++)
 		if (pthread_create(&ex[i], NULL, executor, NULL))

@@ -43,6 +43,11 @@ void ctx_close(struct ctx *c);
 int exec_job(struct ctx *c, const char *kind, const char *cuid, yajl_val args, char **result, struct cm_error *err);
 /* Inspects container name_or_id; returns HTTP status (200, 404, ...) or -1; *out owned by caller. */
 long docker_inspect(struct ctx *c, const char *name, yajl_val *out, struct cm_error *err);
+/* Runs argv in running container id (a non-interactive exec): its multiplexed output goes to
+ * out (NULL: discarded) until it ends. Returns 0 with its exit code in *code, or -1 with err
+ * (409 CONTAINER_NOT_RUNNING; 408 when it outlived timeout_s). */
+int docker_exec_argv(struct ctx *c, const char *id, yajl_val argv, cm_docker_chunk_cb out, void *ud, long timeout_s,
+		     long long *code, struct cm_error *err);
 /* Copies Docker's view of a container (inspect output) into its row when the ids match. */
 int sync_row(struct ctx *c, const char *cuid, yajl_val inspect, struct cm_error *err);
 /* Whether a queued or running job exists for cuid (1/0, -1 on error). */
@@ -76,6 +81,17 @@ int docker_image_exists(struct ctx *c, const char *ref, struct cm_error *err);
 int images_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);
 int job_commit(struct ctx *c, const char *cuid, yajl_val args, char **result, struct cm_error *err);
 void images_sweep(struct ctx *c);
+/* Path of a staged context (a plain name inside DATA/builds). */
+int context_path(struct ctx *c, const char *name, char *out, size_t outsz, struct cm_error *err);
+/* Builds tag from the staged context at path (re-packed to build_dir; dockerfile "" = found):
+ * 0 with image_id (and the container file used), or -1 with err. The context stays. */
+int build_context(struct ctx *c, const char *path, const char *build_dir, const char *dockerfile, const char *tag,
+		  const char *what, char image_id[80], char *used_dockerfile, size_t udsz, struct cm_error *err);
+
+/* apps.c: app.create, app.update, app.delete, app.restart, app.run (keys "app:NAME", "apprun:NAME")
+ * and the health checker */
+int apps_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);
+void *health_thread(void *arg);
 
 /* harpoon.c: start_container's jobs (kinds "h.*", key "h:NAME") */
 int harpoon_job(struct ctx *c, const char *kind, const char *key, yajl_val args, char **result, struct cm_error *err);

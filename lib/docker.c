@@ -169,6 +169,31 @@ long cm_docker_stream(struct cm_docker *d, const char *path, cm_docker_chunk_cb 
 	return status;
 }
 
+long cm_docker_post_stream(struct cm_docker *d, const char *path, const char *json, cm_docker_chunk_cb cb, void *ud,
+			   long timeout_s, struct cm_error *err)
+{
+	struct stream_ctx s = {cb, ud, NULL, false};
+	setup(d, path);
+	struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	curl_easy_setopt(d->curl, CURLOPT_POSTFIELDS, json ? json : "");
+	curl_easy_setopt(d->curl, CURLOPT_POSTFIELDSIZE, json ? (long)strlen(json) : 0L);
+	curl_easy_setopt(d->curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(d->curl, CURLOPT_TIMEOUT, timeout_s > 0 ? timeout_s : 60L);
+	curl_easy_setopt(d->curl, CURLOPT_WRITEFUNCTION, write_stream);
+	curl_easy_setopt(d->curl, CURLOPT_WRITEDATA, &s);
+	CURLcode rc = curl_easy_perform(d->curl);
+	curl_slist_free_all(hdrs);
+	long status = 0;
+	curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		return cm_err_set(err, 408, "timeout", "DOCKER_TIMEOUT", NULL, "Docker did not finish %s in time", path);
+	if (rc != CURLE_OK && !s.stopped)
+		return cm_err_set(err, 503, "compose_error", "DOCKER_UNAVAILABLE", NULL, "Docker stream ended: %s",
+				  curl_easy_strerror(rc));
+	return status;
+}
+
 void cm_docker_message(const char *body, char *out, size_t outsz)
 {
 	struct cm_error e;

@@ -31,6 +31,10 @@ typedef int (*cm_docker_chunk_cb)(const char *data, size_t len, void *ud);
 long cm_docker_stream(struct cm_docker *d, const char *path, cm_docker_chunk_cb cb, void *ud,
 		      volatile int *stop, struct cm_error *err);
 
+/* POST with a JSON body whose answer streams to cb (exec start, container wait): no size cap. */
+long cm_docker_post_stream(struct cm_docker *d, const char *path, const char *json, cm_docker_chunk_cb cb, void *ud,
+			   long timeout_s, struct cm_error *err);
+
 /* A streamed exchange: the request body comes from io->read (NULL: none), response header
  * lines go to io->header, body chunks to io->body (non-zero return aborts). Returns the
  * HTTP status, or -1 with err when dockerd cannot be reached or the transfer broke. */

@@ -695,6 +695,17 @@ bool cm_valid_image_ref(const char *s, bool tag_only)
 	return true;
 }
 
+bool cm_valid_app_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n < 1 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
 bool cm_valid_volume_name(const char *s)
 {
 	size_t n = s ? strlen(s) : 0;

@@ -42,6 +42,8 @@ int cm_spec_ports(yajl_val v, char **out, struct cm_error *err);
 int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct cm_error *err);
 /* Whether s is a name Docker accepts for a volume: [a-zA-Z0-9][a-zA-Z0-9_.-]+, at most 255. */
 bool cm_valid_volume_name(const char *s);
+/* Whether s is an app name: [a-z0-9][a-z0-9-]{0,62}. */
+bool cm_valid_app_name(const char *s);
 /* Returns the comma-joined tags of a tags JSON array (caller frees). */
 char *cm_spec_tags_csv(const char *tags_json);
 /* Whether t is an acceptable tag (1-64 of letters, digits, _.:/- starting alphanumeric). */

@@ -126,7 +126,8 @@ def main(t):
     # -- async build streamed with follow=1 while it runs
     tag3 = PREFIX + "/nested:v3"
     made.append(tag3)
-    ctx = mktar({"Dockerfile": "FROM %s\nRUN echo one\nRUN sleep 2\nRUN echo two > /two\n" % IMAGE})
+    # (the run's prefix keeps Docker's build cache, shared by every stack on this dockerd, out of it)
+    ctx = mktar({"Dockerfile": "FROM %s\nRUN echo one %s\nRUN sleep 2\nRUN echo two > /two\n" % (IMAGE, PREFIX)})
     r = s.post("/images/build?async=true", params={"tag": tag3}, data=ctx, headers=TAR)
     t.status(r, 202, "async build")
     ja = (jbody(r) or {}).get("job_id")
@@ -295,7 +296,8 @@ def main(t):
     tagk = PREFIX + ":killed"
     made.append(tagk)
     r = s.post("/images/build?async=true", params={"tag": tagk},
-               data=mktar({"Dockerfile": "FROM %s\nRUN sleep 2\nRUN echo survived > /ok\n" % IMAGE}), headers=TAR)
+               data=mktar({"Dockerfile": "FROM %s\nRUN echo %s\nRUN sleep 2\nRUN echo survived > /ok\n" % (IMAGE, PREFIX)}),
+               headers=TAR)
     jk = (jbody(r) or {}).get("job_id")
     ps = find_procs("cm-runner")
     ids = {p[0] for p in ps}

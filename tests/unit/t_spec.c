@@ -191,5 +191,15 @@ int main(void)
 				printf("# cleanup failed\n");
 		}
 	}
+	/* app names (POST /apps): [a-z0-9][a-z0-9-]{0,62} */
+	static const char *const good_apps[] = {"a", "0", "web", "my-app-2", "a-",
+						"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz01234567890"};
+	static const char *const bad_apps[] = {"", "-a", "A", "my_app", "my.app", "a b", "a/b", "\xc3\xa9",
+					       "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz012345678901"};
+	for (size_t i = 0; i < sizeof good_apps / sizeof *good_apps; i++)
+		ok(cm_valid_app_name(good_apps[i]), "app name '%s' accepted", good_apps[i]);
+	for (size_t i = 0; i < sizeof bad_apps / sizeof *bad_apps; i++)
+		ok(!cm_valid_app_name(bad_apps[i]), "app name '%s' refused", bad_apps[i]);
+	ok(!cm_valid_app_name(NULL), "no app name refused");
 	return tap_done();
 }
