@@ -6,6 +6,7 @@ outside the service during and after the outage are reflected."""
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -66,9 +67,18 @@ async def ws_drain(ws, timeout):
         return frames, None
 
 
+def docker_errors(s, kind="unreachable"):
+    """cm_docker_api_errors_total{kind=...} from GET /metrics, or None."""
+    r = s.get("/metrics")
+    m = re.search(r'^cm_docker_api_errors_total\{kind="%s"\} (\d+)$' % kind, r.text, re.M) if r.status_code == 200 else None
+    return int(m.group(1)) if m else None
+
+
 def main(t):
     s = api()
     c = must_create(s, t)["cuid"]
+    errs_before = docker_errors(s)
+    t.ok(errs_before is not None, "GET /metrics counts Docker API failures (%s unreachable so far)" % errs_before)
     t.status(action(s, c, "start"), 200, "start before the outage")
     n_before = db_container_count()
     helper = ws_pid()
@@ -96,6 +106,9 @@ def main(t):
     t.ok(b is not None and b.get("request_id"), "with a request id")
     t.eq(db_container_count(), n_before, "the failed create left no row")
     check_error(t, action(s, c, "stop"), 503, code="DOCKER_UNAVAILABLE", name="stop during the outage")
+    errs = docker_errors(s)
+    t.ok(errs is not None and errs_before is not None and errs > errs_before,
+         "the metrics' unreachable Docker API calls went up during the outage (%s -> %s)" % (errs_before, errs))
     # an open terminal ends (dockerd took its process with it) with a frame saying why, and
     # a new one is refused with an error frame; the helper itself stays up
     frames, code = loop.run_until_complete(ws_drain(live, 30))
