@@ -244,13 +244,7 @@ char *app_body(struct ctx *c, const char *name, const char *image, long long por
 	}
 	cm_jg_str(g, "HostConfig");
 	yajl_gen_map_open(g);
-	emit_confinement(g);
-	cm_jg_kv_int(g, "Memory", cfg->default_memory);
-	cm_jg_kv_int(g, "MemorySwap", cfg->default_memory);
-	cm_jg_kv_int(g, "PidsLimit", cfg->default_pids);
-	if (cfg->default_cpus > 0)
-		cm_jg_kv_int(g, "NanoCpus", (long long)(cfg->default_cpus * 1e9 + 0.5));
-	cm_jg_kv_str(g, "NetworkMode", "bridge");
+	emit_confinement(g, cfg->default_memory, cfg->default_pids, cfg->default_cpus);
 	if (port > 0) {
 		cm_jg_str(g, "PortBindings");
 		yajl_gen_map_open(g);

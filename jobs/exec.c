@@ -35,8 +35,8 @@ void emit_exposed_ports(yajl_gen g, yajl_val ports)
 }
 
 /* HostConfig keys every container gets: an init, no privileges, no new privileges, only the
- * capabilities a normal service needs. */
-void emit_confinement(yajl_gen g)
+ * capabilities a normal service needs, its limits (no swap beyond memory), the bridge network. */
+void emit_confinement(yajl_gen g, int64_t memory, int64_t pids, double cpus)
 {
 	cm_jg_str(g, "Init");
 	cm_jg_bool(g, true);
@@ -56,6 +56,12 @@ void emit_confinement(yajl_gen g)
 	for (size_t i = 0; i < CM_ARRAY_LEN(caps); i++)
 		cm_jg_str(g, caps[i]);
 	yajl_gen_array_close(g);
+	cm_jg_kv_int(g, "Memory", memory);
+	cm_jg_kv_int(g, "MemorySwap", memory);
+	cm_jg_kv_int(g, "PidsLimit", pids);
+	if (cpus > 0)
+		cm_jg_kv_int(g, "NanoCpus", (long long)(cpus * 1e9 + 0.5));
+	cm_jg_kv_str(g, "NetworkMode", "bridge");
 }
 
 static char *json_of(yajl_val v)
@@ -402,13 +408,7 @@ static char *create_body(struct ctx *c, const char *cuid, const struct cm_spec *
 	}
 	if (vols)
 		yajl_tree_free(vols);
-	emit_confinement(g);
-	cm_jg_kv_int(g, "Memory", s->memory);
-	cm_jg_kv_int(g, "MemorySwap", s->memory);
-	cm_jg_kv_int(g, "PidsLimit", s->pids);
-	if (s->cpus > 0)
-		cm_jg_kv_int(g, "NanoCpus", (long long)(s->cpus * 1e9 + 0.5));
-	cm_jg_kv_str(g, "NetworkMode", "bridge");
+	emit_confinement(g, s->memory, s->pids, s->cpus);
 	cm_jg_str(g, "RestartPolicy");
 	yajl_gen_map_open(g);
 	cm_jg_kv_str(g, "Name", "no");

@@ -154,13 +154,7 @@ static char *create_body(struct ctx *c, const char *image, const char *tag, yajl
 	emit_exposed_ports(g, ports);
 	cm_jg_str(g, "HostConfig");
 	yajl_gen_map_open(g);
-	emit_confinement(g);
-	cm_jg_kv_int(g, "Memory", c->rn->cfg.default_memory);
-	cm_jg_kv_int(g, "MemorySwap", c->rn->cfg.default_memory);
-	cm_jg_kv_int(g, "PidsLimit", c->rn->cfg.default_pids);
-	if (c->rn->cfg.default_cpus > 0)
-		cm_jg_kv_int(g, "NanoCpus", (long long)(c->rn->cfg.default_cpus * 1e9 + 0.5));
-	cm_jg_kv_str(g, "NetworkMode", "bridge");
+	emit_confinement(g, c->rn->cfg.default_memory, c->rn->cfg.default_pids, c->rn->cfg.default_cpus);
 	cm_jg_str(g, "PortBindings");
 	yajl_gen_map_open(g);
 	for (size_t i = 0; YAJL_IS_ARRAY(ports) && i < ports->u.array.len; i++) {

@@ -59,8 +59,8 @@ void *monitor_thread(void *arg);
 int reconcile_all(struct ctx *c, struct cm_error *err);
 void detect_compose(struct runner *rn);
 
-/* exec.c: HostConfig confinement shared by every container the runner creates */
-void emit_confinement(yajl_gen g);
+/* exec.c: HostConfig confinement and limits shared by every container the runner creates */
+void emit_confinement(yajl_gen g, int64_t memory, int64_t pids, double cpus);
 void emit_exposed_ports(yajl_gen g, yajl_val ports);
 
 /* build.c: one image build through the Engine API. The context (a tar) comes from mem or file;
