@@ -282,12 +282,12 @@ void h_apps_list(struct cm_req *r)
 	sqlite3_reset(st);
 	yajl_gen_array_close(g);
 	yajl_gen_map_close(g);
-	char *body = cm_jg_finish(g);
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_DONE) {
+		yajl_gen_free(g);
 		cm_respond_error(r, (cm_db_fail(&r->app->db, &err, "list apps"), &err), NULL);
-	else
-		cm_respond_json(r, 200, NULL, body ? body : "{\"apps\":[]}");
-	free(body);
+		return;
+	}
+	cm_respond_gen(r, 200, g);
 }
 
 void h_app_get(struct cm_req *r)

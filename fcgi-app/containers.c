@@ -439,9 +439,7 @@ void h_container_status(struct cm_req *r)
 	yajl_gen g = cm_jg_new();
 	cm_store_emit_status(g, st);
 	sqlite3_reset(st);
-	char *body = cm_jg_finish(g);
-	cm_respond_json(r, 200, NULL, body ? body : "{}");
-	free(body);
+	cm_respond_gen(r, 200, g);
 }
 
 /* Reads an ETag value ("12", W/"12" or 12) from If-Match; -1 if absent, -2 if "*". */

@@ -78,9 +78,7 @@ void h_images_list(struct cm_req *r)
 	yajl_gen_array_close(g);
 	yajl_gen_map_close(g);
 	yajl_tree_free(v);
-	char *body = cm_jg_finish(g);
-	cm_respond_json(r, 200, NULL, body ? body : "{\"images\":[]}");
-	free(body);
+	cm_respond_gen(r, 200, g);
 }
 
 void h_image_get(struct cm_req *r)

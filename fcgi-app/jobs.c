@@ -146,13 +146,7 @@ static void respond_job(struct cm_req *r, int64_t id, int status)
 	yajl_gen g = cm_jg_new();
 	emit_job(g, st);
 	sqlite3_reset(st);
-	char *body = cm_jg_finish(g);
-	if (!body) {
-		cm_respond_errorf(r, 500, "internal_error", "INTERNAL", NULL, "out of memory");
-		return;
-	}
-	cm_respond_json(r, status, NULL, body);
-	free(body);
+	cm_respond_gen(r, status, g);
 }
 
 void h_job_get(struct cm_req *r)

@@ -22,7 +22,7 @@ LINE = "backpressure-" + "x" * 50
 
 def helper_rss_kb():
     # this stack's helper only (another stack may run on the machine)
-    pids = [p[0] for p in find_procs("cm-ws") if os.path.basename(p[3].split()[0]) == "cm-ws"]
+    pids = stack_pids("cm-ws")
     if len(pids) != 1:
         return None
     with open("/proc/%s/status" % pids[0]) as f:

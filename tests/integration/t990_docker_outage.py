@@ -45,7 +45,7 @@ async def ws_frames(path, send=(), until=("exit",), timeout=20):
 
 def ws_pid():
     # this stack's helper only (another stack may run on the machine)
-    pids = [str(p[0]) for p in find_procs("cm-ws") if os.path.basename(p[3].split()[0]) == "cm-ws"]
+    pids = stack_pids("cm-ws")
     return pids[0] if len(pids) == 1 else None
 
 

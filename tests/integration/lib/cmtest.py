@@ -587,6 +587,11 @@ def _procs():
     return out
 
 
+def stack_pids(program, root=None):
+    """pids of this stack's processes running program (argv[0]'s base name), oldest first."""
+    return [p[0] for p in find_procs(program, root) if os.path.basename(p[3].split()[0]) == program]
+
+
 def find_procs(needle, root=None):
     """[(pid, ppid, starttime, cmdline)] of processes whose cmdline contains needle, restricted
     to descendants of root (default CM_SERVE_PID) when it is known (another stack may run on
