@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *reason(int status)
 {
@@ -23,6 +24,7 @@ static const char *reason(int status)
 	case 409: return "Conflict";
 	case 410: return "Gone";
 	case 412: return "Precondition Failed";
+	case 421: return "Misdirected Request";
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Entity";
@@ -144,6 +146,41 @@ int cm_req_read_body(struct cm_req *r, struct cm_error *err)
 	return 0;
 }
 
+bool cm_json_media_type(const char *ct)
+{
+	if (!ct)
+		return false;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	size_t n = strcspn(ct, "; \t");
+	if (n != 16 || strncasecmp(ct, "application/json", 16))
+		return false;
+	/* parameters: charset only (JSON is UTF-8 whatever it says; the parser checks that) */
+	for (const char *p = ct + n; *p;) {
+		p += strspn(p, " \t");
+		if (!*p)
+			break;
+		if (*p != ';')
+			return false;
+		p++;
+		p += strspn(p, " \t");
+		if (!*p)
+			break;
+		if (strncasecmp(p, "charset=", 8))
+			return false;
+		p += 8;
+		if (*p == '"') {
+			const char *q = strchr(p + 1, '"');
+			if (!q)
+				return false;
+			p = q + 1;
+		} else {
+			p += strcspn(p, "; \t");
+		}
+	}
+	return true;
+}
+
 yajl_val cm_req_json(struct cm_req *r, bool allow_empty, struct cm_error *err)
 {
 	if (cm_req_read_body(r, err) < 0)
@@ -157,6 +194,16 @@ yajl_val cm_req_json(struct cm_req *r, bool allow_empty, struct cm_error *err)
 	if (blank) {
 		if (!allow_empty)
 			cm_err_validation(err, "EMPTY_BODY", NULL, "a JSON request body is required");
+		return NULL;
+	}
+	/* A browser sends text/plain, form or multipart bodies to another site without asking
+	 * first (no CORS preflight); application/json it cannot send cross-site unasked. */
+	const char *ct = cm_req_header(r, "CONTENT_TYPE");
+	if (!cm_json_media_type(ct)) {
+		char esc[80];
+		cm_log_escape(esc, sizeof esc, ct && *ct ? ct : "(none)");
+		cm_err_set(err, 415, "unsupported_media_type", "UNSUPPORTED_MEDIA_TYPE", NULL,
+			   "the request body must be sent as Content-Type: application/json, not %s", esc);
 		return NULL;
 	}
 	return cm_json_parse(p, n, err);
