@@ -811,7 +811,8 @@ static int cmd_serve(const struct serve_opts *o)
 		if (!https_block)
 			return 1;
 	}
-	char *apps_block = render_apps_servers(&cfg, tpl_https, https && !o->only_prepare, cert, key);
+	/* (prepare: the system's nginx site has the apps' servers of its own) */
+	char *apps_block = o->only_prepare ? strdup("") : render_apps_servers(&cfg, tpl_https, https, cert, key);
 	if (!apps_block) {
 		free(https_block);
 		return 1;
