@@ -117,8 +117,10 @@ static int req_init(struct cm_req *r)
  * that nginx renders as the 421. Returns -1 once it answered. */
 static int site_check(struct cm_req *r)
 {
-	bool gate = !strcmp(r->path, "/_appauth");
-	if (!strcmp(r->path, "/_auth"))
+	/* (nginx's own sub-requests name these exact URIs; r->path has lost a trailing slash) */
+	const char *doc = cm_req_header(r, "DOCUMENT_URI");
+	bool gate = doc && !strcmp(doc, "/_appauth");
+	if (doc && !strcmp(doc, "/_auth"))
 		return 0;
 	const char *upgrade = cm_req_header(r, "HTTP_UPGRADE");
 	const char *https = cm_req_header(r, "HTTPS");

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import urllib.parse
 
@@ -95,6 +96,20 @@ def error_code(body):
 
 def exec_ids(cuid):
     return list((docker_inspect(cuid) or {}).get("ExecIDs") or [])
+
+
+def curl_h2(path, headers, method="GET", data=None):
+    """A request over HTTP/2 to the TLS listener (Host becomes :authority); (status, version, body)."""
+    cmd = ["curl", "-sk", "--http2", "-X", method, "-u", "%s:%s" % (os.environ["CM_USER"], os.environ["CM_PASS"]),
+           "-o", "-", "-w", "\n%{http_code} %{http_version}"]
+    for k, v in headers.items():
+        cmd += ["-H", "%s: %s" % (k, v)]
+    if data is not None:
+        cmd += ["-H", "Content-Type: application/json", "--data-binary", data]
+    out = subprocess.run(cmd + [HTTPS_URL + path], stdout=subprocess.PIPE, timeout=60).stdout.decode("utf-8", "replace")
+    body, _, tail = out.rpartition("\n")
+    st, _, ver = tail.partition(" ")
+    return int(st or 0), ver, body
 
 
 def main(t):
@@ -182,6 +197,15 @@ def main(t):
         ap = urllib.parse.urlsplit(APPS_URL).port
         r = s.get(APPS_URL + "/apps/anything/", headers={"Host": "rebind.evil.example:%d" % ap})
         check_error(t, r, 421, code="MISDIRECTED_REQUEST", name="an apps listener request with a rebinding Host")
+    # the same over HTTP/2 (Host is :authority there)
+    st, ver, b = curl_h2("/healthz", {"Host": evil_host.replace(str(PORT), str(HTTPS_PORT))})
+    t.ok(st == 421 and ver == "2" and error_code(b.encode()) == "MISDIRECTED_REQUEST",
+         "HTTP/2: a rebinding :authority -> 421", {"status": st, "version": ver, "body": b[:300]})
+    st, ver, b = curl_h2("/containers", {"Origin": EVIL}, method="POST", data=body)
+    t.ok(st == 403 and ver == "2" and error_code(b.encode()) == "CROSS_ORIGIN_REFUSED",
+         "HTTP/2: POST /containers with a foreign Origin -> 403", {"status": st, "version": ver, "body": b[:300]})
+    st, ver, b = curl_h2("/healthz", {"Origin": "https://127.0.0.1:%d" % HTTPS_PORT})
+    t.ok(st == 200 and ver == "2", "HTTP/2: GET /healthz from its own origin -> 200", {"status": st, "body": b[:300]})
     t.eq(state(), before, "nothing created by the rebinding requests")
     t.eq(exec_ids(cuid), execs, "no exec started by the rebinding upgrade")
 
