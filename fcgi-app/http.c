@@ -1,6 +1,7 @@
 /* http.c: request parsing (query, body) and the response and error writers. */
 #include "config.h"
 #include "app.h"
+#include "origin.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -144,41 +145,6 @@ int cm_req_read_body(struct cm_req *r, struct cm_error *err)
 					  "request body is larger than %ld bytes", max);
 	}
 	return 0;
-}
-
-bool cm_json_media_type(const char *ct)
-{
-	if (!ct)
-		return false;
-	while (*ct == ' ' || *ct == '\t')
-		ct++;
-	size_t n = strcspn(ct, "; \t");
-	if (n != 16 || strncasecmp(ct, "application/json", 16))
-		return false;
-	/* parameters: charset only (JSON is UTF-8 whatever it says; the parser checks that) */
-	for (const char *p = ct + n; *p;) {
-		p += strspn(p, " \t");
-		if (!*p)
-			break;
-		if (*p != ';')
-			return false;
-		p++;
-		p += strspn(p, " \t");
-		if (!*p)
-			break;
-		if (strncasecmp(p, "charset=", 8))
-			return false;
-		p += 8;
-		if (*p == '"') {
-			const char *q = strchr(p + 1, '"');
-			if (!q)
-				return false;
-			p = q + 1;
-		} else {
-			p += strcspn(p, "; \t");
-		}
-	}
-	return true;
 }
 
 yajl_val cm_req_json(struct cm_req *r, bool allow_empty, struct cm_error *err)

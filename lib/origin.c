@@ -347,3 +347,40 @@ int cm_apps_listen_parse(const char *spec, struct cm_origin out[CM_APPS_LISTENER
 	}
 	return n;
 }
+
+/* A browser sends text/plain, form and multipart bodies to another site without a CORS
+ * preflight; application/json only after one (which this service never grants). */
+bool cm_json_media_type(const char *ct)
+{
+	if (!ct)
+		return false;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	size_t n = strcspn(ct, "; \t");
+	if (n != 16 || strncasecmp(ct, "application/json", 16))
+		return false;
+	/* parameters: charset only (JSON is UTF-8 whatever it says; the parser checks that) */
+	for (const char *p = ct + n; *p;) {
+		p += strspn(p, " \t");
+		if (!*p)
+			break;
+		if (*p != ';')
+			return false;
+		p++;
+		p += strspn(p, " \t");
+		if (!*p)
+			break;
+		if (strncasecmp(p, "charset=", 8))
+			return false;
+		p += 8;
+		if (*p == '"') {
+			const char *q = strchr(p + 1, '"');
+			if (!q)
+				return false;
+			p = q + 1;
+		} else {
+			p += strcspn(p, "; \t");
+		}
+	}
+	return true;
+}

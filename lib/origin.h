@@ -39,6 +39,9 @@ int cm_origin_parse(const char *s, struct cm_origin *o);
  * name, server_name, or an entry of ALLOWED_HOSTS. */
 bool cm_host_allowed(const struct cm_config *c, const char *host, const char *server_name);
 
+/* Whether a Content-Type is application/json (any case; a charset parameter allowed, no other). */
+bool cm_json_media_type(const char *ct);
+
 /* Settings (lib/config.c): "" when list is valid, else writes the bad entry into bad. */
 int cm_allowed_origins_valid(const char *list, char *bad, size_t badsz);
 int cm_allowed_hosts_valid(const char *list, char *bad, size_t badsz);

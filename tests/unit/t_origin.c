@@ -130,5 +130,17 @@ int main(void)
 	ok(cm_apps_listen_parse("0.0.0.0:4546", apps, why, sizeof why) < 0, "APPS_LISTEN: plain HTTP off loopback refused");
 	ok(cm_apps_listen_parse("a:1,b:2,c:3", apps, why, sizeof why) < 0, "APPS_LISTEN: at most two");
 	ok(cm_apps_listen_parse("127.0.0.1", apps, why, sizeof why) < 0, "APPS_LISTEN: a port is needed");
+	/* media type */
+	ok(cm_json_media_type("application/json"), "media type: application/json");
+	ok(cm_json_media_type("Application/JSON; charset=UTF-8"), "media type: any case, charset");
+	ok(cm_json_media_type("application/json;charset=\"utf-8\""), "media type: quoted charset, no space");
+	ok(!cm_json_media_type(NULL) && !cm_json_media_type(""), "media type: none");
+	ok(!cm_json_media_type("text/plain"), "media type: text/plain");
+	ok(!cm_json_media_type("application/x-www-form-urlencoded"), "media type: a form");
+	ok(!cm_json_media_type("multipart/form-data; boundary=x"), "media type: multipart");
+	ok(!cm_json_media_type("application/jsonp"), "media type: a longer name");
+	ok(!cm_json_media_type("application/json; boundary=x"), "media type: another parameter");
+	ok(!cm_json_media_type("application/json x"), "media type: trailing junk");
+	ok(!cm_json_media_type("text/plain; x=application/json"), "media type: json in a parameter");
 	return tap_done();
 }
