@@ -161,13 +161,18 @@ static char *render_apps_servers(const struct cm_config *cfg, const char *tpl_ht
 	char why[160];
 	int n = cm_apps_listen_parse(cfg->apps_listen, apps, why, sizeof why);
 	struct cm_buf out = {0};
-	cm_buf_puts(&out, "");
+	if (cm_buf_puts(&out, "") < 0)
+		return NULL;
 	for (int i = 0; i < n; i++) {
 		char lst[300];
 		bool v6 = strchr(apps[i].host, ':') != NULL;
 		snprintf(lst, sizeof lst, "%s%s%s:%d", v6 ? "[" : "", apps[i].host, v6 ? "]" : "", apps[i].port);
 		if (strcmp(apps[i].scheme, "https")) {
-			cm_buf_printf(&out, "\tserver {\n\t\tlisten %s;\n\t\tinclude %s/apps.conf;\n\t}\n", lst, cfg->run_dir);
+			if (cm_buf_printf(&out, "\tserver {\n\t\tlisten %s;\n\t\tinclude %s/apps.conf;\n\t}\n", lst,
+					  cfg->run_dir) < 0) {
+				cm_buf_free(&out);
+				return NULL;
+			}
 			continue;
 		}
 		if (!tls) {
@@ -185,8 +190,12 @@ static char *render_apps_servers(const struct cm_config *cfg, const char *tpl_ht
 			cm_buf_free(&out);
 			return NULL;
 		}
-		cm_buf_puts(&out, b);
+		int rc = cm_buf_puts(&out, b);
 		free(b);
+		if (rc < 0) {
+			cm_buf_free(&out);
+			return NULL;
+		}
 	}
 	return out.data;
 }
