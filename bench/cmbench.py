@@ -306,6 +306,7 @@ class Stack:
             "CM_DATA_DIR=%s" % self.data,
             "CM_HTTP_LISTEN=127.0.0.1:%d" % self.port,
             "CM_HTTPS_LISTEN=off",
+            "APPS_LISTEN=off",  # (apps are not measured; no second port to find free)
             "APP_USER=%s" % self.user,
             "APP_PASS=%s" % self.password,
             'BOOT_COMMAND="sleep 3600"',

@@ -10,6 +10,7 @@
 #include "cm_config.h"
 #include "db.h"
 #include "imagedef.h"
+#include "origin.h"
 #include "store.h"
 
 #include <crypt.h>
@@ -148,6 +149,55 @@ static int render_file(const char *tpl_path, const char *out_path, const char *c
 		fprintf(stderr, "container-manager: cannot write %s: %s\n", out_path, strerror(errno));
 	free(out);
 	return rc;
+}
+
+/* The server blocks of the apps' own listeners (APPS_LISTEN) for nginx.conf: plain HTTP ones,
+ * and TLS ones (https.conf.in with the API's certificate, which tls says exists). Returns a new
+ * string ("" for none), or NULL after saying why. */
+static char *render_apps_servers(const struct cm_config *cfg, const char *tpl_https, bool tls, const char *cert,
+				 const char *key)
+{
+	struct cm_origin apps[CM_APPS_LISTENERS];
+	char why[160];
+	int n = cm_apps_listen_parse(cfg->apps_listen, apps, why, sizeof why);
+	struct cm_buf out = {0};
+	if (cm_buf_puts(&out, "") < 0)
+		return NULL;
+	for (int i = 0; i < n; i++) {
+		char lst[300];
+		bool v6 = strchr(apps[i].host, ':') != NULL;
+		snprintf(lst, sizeof lst, "%s%s%s:%d", v6 ? "[" : "", apps[i].host, v6 ? "]" : "", apps[i].port);
+		if (strcmp(apps[i].scheme, "https")) {
+			if (cm_buf_printf(&out, "\tserver {\n\t\tlisten %s;\n\t\tinclude %s/apps.conf;\n\t}\n", lst,
+					  cfg->run_dir) < 0) {
+				cm_buf_free(&out);
+				return NULL;
+			}
+			continue;
+		}
+		if (!tls) {
+			fprintf(stderr, "container-manager: APPS_LISTEN https://%s needs the TLS listener's certificate "
+				"(CM_HTTPS_LISTEN is off)\n", lst);
+			cm_buf_free(&out);
+			return NULL;
+		}
+		char *t = cm_read_file(tpl_https, 1 << 16, NULL);
+		const char *hv[][2] = {{"HTTPS_LISTEN", lst}, {"TLS_CERT", cert}, {"TLS_KEY", key},
+				       {"RUN_DIR", cfg->run_dir}, {"SITE_CONF", "apps.conf"}};
+		char *b = t ? render(t, hv, CM_ARRAY_LEN(hv)) : NULL;
+		free(t);
+		if (!b) {
+			cm_buf_free(&out);
+			return NULL;
+		}
+		int rc = cm_buf_puts(&out, b);
+		free(b);
+		if (rc < 0) {
+			cm_buf_free(&out);
+			return NULL;
+		}
+	}
+	return out.data;
 }
 
 /* Generates a password, saves it into the env file (0600) and prints it once. */
@@ -651,8 +701,10 @@ static int cmd_serve(const struct serve_opts *o)
 	if (o->images)
 		setenv("CM_IMAGES", o->images, 1);
 	/* serve [FILE][:PORT] is local tooling: one loopback port unless TLS is configured */
-	if (o->position)
+	if (o->position) {
 		cm_config_https_default("off");
+		cm_config_apps_default("off");
+	}
 	struct cm_config cfg;
 	struct cm_error err = {0};
 	if (cm_config_load(&cfg, o->env_file, &err) < 0) {
@@ -661,6 +713,7 @@ static int cmd_serve(const struct serve_opts *o)
 	}
 	if (o->position && cfg.https_listen_default)
 		setenv("CM_HTTPS_LISTEN", "off", 1); /* the same for the children */
+	setenv("APPS_LISTEN", cfg.apps_listen, 1); /* (a default derived from the listeners above) */
 	if (cfg.images_file[0]) {
 		char abs[PATH_MAX];
 		if (!realpath(cfg.images_file, abs)) {
@@ -741,7 +794,7 @@ static int cmd_serve(const struct serve_opts *o)
 	if (!self)
 		return 1;
 	static const char *const tpl_names[] = {"nginx.conf", "locations.conf", "fastcgi.conf", "wsproxy.conf",
-						"harpoonproxy.conf", "appproxy.conf"};
+						"harpoonproxy.conf", "appproxy.conf", "apps.conf", "errors.conf"};
 	char tpl[CM_ARRAY_LEN(tpl_names)][PATH_MAX], tpl_https[PATH_MAX];
 	for (size_t i = 0; i < CM_ARRAY_LEN(tpl_names); i++) {
 		snprintf(buf, sizeof buf, "nginx/%s.in", tpl_names[i]);
@@ -761,28 +814,36 @@ static int cmd_serve(const struct serve_opts *o)
 	if (https) {
 		char *t = cm_read_file(tpl_https, 1 << 16, NULL);
 		const char *hv[][2] = {{"HTTPS_LISTEN", cfg.https_listen}, {"TLS_CERT", cert}, {"TLS_KEY", key},
-				       {"RUN_DIR", cfg.run_dir}};
+				       {"RUN_DIR", cfg.run_dir}, {"SITE_CONF", "locations.conf"}};
 		https_block = t ? render(t, hv, CM_ARRAY_LEN(hv)) : NULL;
 		free(t);
 		if (!https_block)
 			return 1;
 	}
+	/* (prepare: the system's nginx site has the apps' servers of its own) */
+	char *apps_block = o->only_prepare ? strdup("") : render_apps_servers(&cfg, tpl_https, https, cert, key);
+	if (!apps_block) {
+		free(https_block);
+		return 1;
+	}
 	const char *vars[][2] = {
 		{"DATA_DIR", cfg.data_dir}, {"RUN_DIR", cfg.run_dir}, {"HTTP_LISTEN", cfg.http_listen},
 		{"MAX_BODY", max_body}, {"UPLOAD_MAX_BODY", upload_max}, {"NGINX_USER", "www-data"}, {"NGINX_GROUP", "www-data"},
-		{"HTTPS_SERVER", https_block ? https_block : ""},
+		{"HTTPS_SERVER", https_block ? https_block : ""}, {"APPS_SERVER", apps_block},
 	};
 	char conf[PATH_MAX];
 	for (size_t i = 0; i < CM_ARRAY_LEN(tpl_names); i++) {
 		if (cm_pathf(p2, sizeof p2, "%s/%s", cfg.run_dir, tpl_names[i]) < 0 ||
 		    render_file(tpl[i], p2, vars, CM_ARRAY_LEN(vars)) < 0) {
 			free(https_block);
+			free(apps_block);
 			return 1;
 		}
 		if (i == 0)
 			snprintf(conf, sizeof conf, "%s", p2);
 	}
 	free(https_block);
+	free(apps_block);
 	if (o->only_prepare) {
 		free(self);
 		printf("prepared %s and %s (nginx snippets: %s/locations.conf)\n", cfg.data_dir, cfg.run_dir, cfg.run_dir);

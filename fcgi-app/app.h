@@ -65,7 +65,8 @@ int cm_respond_errorf(struct cm_req *r, int status, const char *kind, const char
 void cm_req_drain(struct cm_req *r);
 /* Reads the request body (bounded by MAX_BODY_BYTES). Returns 0, or -1 with err (413/400). */
 int cm_req_read_body(struct cm_req *r, struct cm_error *err);
-/* Parses the body as JSON (an empty body gives NULL with no error when allow_empty). */
+/* Parses the body as JSON (an empty body gives NULL with no error when allow_empty); a body
+ * that is not sent as application/json is 415 UNSUPPORTED_MEDIA_TYPE. */
 yajl_val cm_req_json(struct cm_req *r, bool allow_empty, struct cm_error *err);
 const char *cm_req_query(struct cm_req *r, const char *key);
 const char *cm_req_header(struct cm_req *r, const char *cgi_name);

@@ -1,6 +1,7 @@
 /* http.c: request parsing (query, body) and the response and error writers. */
 #include "config.h"
 #include "app.h"
+#include "origin.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@ static const char *reason(int status)
 	case 409: return "Conflict";
 	case 410: return "Gone";
 	case 412: return "Precondition Failed";
+	case 421: return "Misdirected Request";
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Entity";
@@ -157,6 +159,16 @@ yajl_val cm_req_json(struct cm_req *r, bool allow_empty, struct cm_error *err)
 	if (blank) {
 		if (!allow_empty)
 			cm_err_validation(err, "EMPTY_BODY", NULL, "a JSON request body is required");
+		return NULL;
+	}
+	/* A browser sends text/plain, form or multipart bodies to another site without asking
+	 * first (no CORS preflight); application/json it cannot send cross-site unasked. */
+	const char *ct = cm_req_header(r, "CONTENT_TYPE");
+	if (!cm_json_media_type(ct)) {
+		char esc[80];
+		cm_log_escape(esc, sizeof esc, ct && *ct ? ct : "(none)");
+		cm_err_set(err, 415, "unsupported_media_type", "UNSUPPORTED_MEDIA_TYPE", NULL,
+			   "the request body must be sent as Content-Type: application/json, not %s", esc);
 		return NULL;
 	}
 	return cm_json_parse(p, n, err);

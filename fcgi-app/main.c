@@ -4,6 +4,7 @@
 #include "config.h"
 #include "metrics.h"
 #include "app.h"
+#include "origin.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -108,13 +110,50 @@ static int req_init(struct cm_req *r)
 	return 0;
 }
 
+/* The Host and Origin checks of lib/origin.c, before credentials are looked at. /_auth is
+ * nginx's sub-request for the WebSocket helper's routes, which checks them itself (an
+ * auth_request answer can only allow, 401 or 403); the apps' gate checks the Host only (what
+ * an app accepts from other sites is the app's business) and answers with a state header
+ * that nginx renders as the 421. Returns -1 once it answered. */
+static int site_check(struct cm_req *r)
+{
+	/* (nginx's own sub-requests name these exact URIs; r->path has lost a trailing slash) */
+	const char *doc = cm_req_header(r, "DOCUMENT_URI");
+	bool gate = doc && !strcmp(doc, "/_appauth");
+	if (doc && !strcmp(doc, "/_auth"))
+		return 0;
+	const char *upgrade = cm_req_header(r, "HTTP_UPGRADE");
+	const char *https = cm_req_header(r, "HTTPS");
+	struct cm_site_req q = {
+		.method = r->method,
+		.path = r->path,
+		.host = cm_req_header(r, "HTTP_HOST"),
+		.scheme = https && *https ? "https" : "http",
+		.server_name = cm_req_header(r, "SERVER_NAME"),
+		.origin = cm_req_header(r, "HTTP_ORIGIN"),
+		.fetch_site = cm_req_header(r, "HTTP_SEC_FETCH_SITE"),
+		.upgrade = upgrade && !strcasecmp(upgrade, "websocket"),
+	};
+	struct cm_error err = {0};
+	if (cm_site_check(&r->app->cfg, &q, gate ? CM_CHECK_HOST : CM_CHECK_HOST | CM_CHECK_ORIGIN, &err) == 0)
+		return 0;
+	snprintf(r->action, sizeof r->action, "%s", "site.refused");
+	if (gate) {
+		err.status = 403;
+		cm_respond_error(r, &err, "X-CM-App-State: misdirected\r\n");
+	} else {
+		cm_respond_error(r, &err, NULL);
+	}
+	return -1;
+}
+
 static void handle(struct cm_app *app, FCGX_Request *fr)
 {
 	struct cm_req r = {0};
 	r.fr = fr;
 	r.app = app;
 	r.start_us = cm_monotonic_us();
-	if (req_init(&r) == 0) {
+	if (req_init(&r) == 0 && site_check(&r) == 0) {
 		struct cm_error err = {0};
 		if (cm_auth_check(&r, &err) < 0) {
 			snprintf(r.action, sizeof r.action, "%s", "auth.failed");

@@ -67,7 +67,7 @@ static const struct cm_route routes[] = {
 	{"PUT", "/apps/*", h_app_update, "app.update", p_app, "/apps/{name}", "Rebuilds an app from new source and swaps its container once the new one is healthy.", "app", 200, "object", "404 413 422"},
 	{"DELETE", "/apps/*", h_app_delete, "app.delete", p_none, "/apps/{name}", "Removes an app: its route, container and image.", NULL, 204, NULL, "404"},
 	{"POST", "/apps/*/run", h_app_run, "app.run", p_none, "/apps/{name}/run", "Runs a command in the app's container and returns its stdout, stderr and exit code.", "object", 200, "object", "404 409 422"},
-	{"GET", "/apps/*/**", NULL, "app.proxy", p_none, "/apps/{name}/{path}", "The app itself (any method), proxied once its health check passes; 503 with Retry-After until then.", NULL, 200, "octet", "404 503"},
+	{"GET", "/apps/*/**", NULL, "app.proxy", p_none, "/apps/{name}/{path}", "The app itself (any method) on the apps' own listeners (APPS_LISTEN), proxied once its health check passes; 503 with Retry-After until then.", NULL, 200, "octet", "404 503"},
 	{"GET", "/_appauth", h_app_gate, "app.proxy", p_none, NULL, NULL, NULL, 204, NULL, NULL}, /* auth_request of /apps/{name}/... */
 	{"GET", "/definitions", h_definitions_list, "definitions.list", p_none, "/definitions", "Lists the image definitions loaded at start (harpoon).", NULL, 200, "object", ""},
 	{"GET", "/definitions/*", h_definition_get, "definitions.get", p_none, "/definitions/{name}", "Returns one image definition with its builds.", NULL, 200, "object", "404"},
@@ -218,5 +218,11 @@ void cm_route(struct cm_req *r)
 	}
 	char esc[128];
 	cm_log_escape(esc, sizeof esc, r->path);
+	if (!strncmp(r->path, "/apps/", 6) && strchr(r->path + 6, '/')) {
+		/* an app's page asked on the API's listener: apps have an origin of their own */
+		cm_respond_errorf(r, 404, "not_found", "ROUTE_NOT_FOUND", NULL,
+				  "no such endpoint: %s (apps are served on their own listeners, APPS_LISTEN)", esc);
+		return;
+	}
 	cm_respond_errorf(r, 404, "not_found", "ROUTE_NOT_FOUND", NULL, "no such endpoint: %s", esc);
 }

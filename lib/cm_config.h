@@ -34,6 +34,9 @@ struct cm_config {
 	long ws_ping_interval;       /* seconds of silence before a ping; hang up after twice that */
 	char images_file[PATH_MAX]; /* image definitions (YAML/JSON), "" = none */
 	char bind_roots[2048];      /* ALLOWED_BIND_ROOTS: host directories binds may come from, comma-separated */
+	char allowed_origins[2048]; /* ALLOWED_ORIGINS: origins besides the service's own that may change state */
+	char allowed_hosts[2048];   /* ALLOWED_HOSTS: host names besides IP literals, localhost and server_name */
+	char apps_listen[512];      /* APPS_LISTEN: the apps' own listeners ("off" = none) */
 	bool auth_off;            /* only honoured when every listener is loopback */
 	bool https_listen_default; /* CM_HTTPS_LISTEN was not set anywhere */
 };
@@ -43,6 +46,8 @@ struct cm_config {
 int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *err);
 /* The TLS listener when CM_HTTPS_LISTEN is not set (default 0.0.0.0:8443). */
 void cm_config_https_default(const char *listen_spec);
+/* APPS_LISTEN when it is not set (default: derived from the API's listeners; "off" for serve FILE). */
+void cm_config_apps_default(const char *listen_spec);
 /* Writes data_dir + "/" + rel into out. Returns -1 when it does not fit. */
 int cm_config_path(const struct cm_config *c, char *out, size_t outsz, const char *rel);
 /* Parses "uid:gid" (gid optional = uid). */

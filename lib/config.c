@@ -1,6 +1,7 @@
 /* config.c: .env loading. Only known keys are read; the process environment overrides the file. */
 #include "config.h"
 #include "cm_config.h"
+#include "origin.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -14,6 +15,7 @@ static const char *const known_keys[] = {
 	"DEFAULT_CPUS", "MAX_BODY_BYTES", "WORKERS_MIN", "WORKERS_MAX", "RUNNER_THREADS",
 	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_ENTRIES", "UPLOAD_MAX_RATIO",
 	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL", "CM_IMAGES", "ALLOWED_BIND_ROOTS",
+	"ALLOWED_ORIGINS", "ALLOWED_HOSTS", "APPS_LISTEN",
 };
 
 struct kv {
@@ -117,6 +119,42 @@ static char https_default[128] = "0.0.0.0:8443";
 void cm_config_https_default(const char *listen_spec)
 {
 	snprintf(https_default, sizeof https_default, "%s", listen_spec);
+}
+
+static char apps_default[128]; /* "": derived from the API's listeners */
+
+void cm_config_apps_default(const char *listen_spec)
+{
+	snprintf(apps_default, sizeof apps_default, "%s", listen_spec);
+}
+
+/* APPS_LISTEN's default: the port after each API listener's, on the same address (apps get
+ * their own origin; see lib/origin.c). */
+static void derive_apps_listen(struct cm_config *c)
+{
+	char host[2][128];
+	int port[2] = {0, 0};
+	if (cm_parse_listen(c->http_listen, host[0], sizeof host[0], &port[0]) < 0)
+		port[0] = 0;
+	if (!strcmp(c->https_listen, "off") || cm_parse_listen(c->https_listen, host[1], sizeof host[1], &port[1]) < 0)
+		port[1] = 0;
+	c->apps_listen[0] = '\0';
+	size_t n = 0;
+	for (int i = 0; i < 2; i++) {
+		if (!port[i])
+			continue;
+		/* the next port that is not the other API listener's */
+		int p = port[i] + 1;
+		if (p == port[1 - i])
+			p++;
+		if (p > 65535 || n >= sizeof c->apps_listen)
+			continue;
+		bool v6 = strchr(host[i], ':') != NULL;
+		n += (size_t)snprintf(c->apps_listen + n, sizeof c->apps_listen - n, "%s%s%s%s%s:%d", n ? "," : "",
+				      i ? "https://" : "", v6 ? "[" : "", host[i], v6 ? "]" : "", p);
+	}
+	if (!c->apps_listen[0])
+		snprintf(c->apps_listen, sizeof c->apps_listen, "off");
 }
 
 int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *err)
@@ -290,6 +328,43 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		if (strcmp(c->https_listen, "off") && cm_parse_listen(c->https_listen, host, sizeof host, &port) < 0)
 			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_HTTPS_LISTEN",
 					  "CM_HTTPS_LISTEN must be host:port or off");
+	}
+	{
+		/* the checks of lib/origin.c: who may call the API from a browser */
+		char bad[128];
+		if (set_str(c->allowed_origins, sizeof c->allowed_origins, GET("ALLOWED_ORIGINS", ""), "ALLOWED_ORIGINS", err) < 0 ||
+		    set_str(c->allowed_hosts, sizeof c->allowed_hosts, GET("ALLOWED_HOSTS", ""), "ALLOWED_HOSTS", err) < 0)
+			return -1;
+		if (cm_allowed_origins_valid(c->allowed_origins, bad, sizeof bad) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "ALLOWED_ORIGINS",
+					  "ALLOWED_ORIGINS holds comma-separated origins (scheme://host[:port]), not %s", bad);
+		if (cm_allowed_hosts_valid(c->allowed_hosts, bad, sizeof bad) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "ALLOWED_HOSTS",
+					  "ALLOWED_HOSTS holds comma-separated host names (name, *.suffix, or *), not %s", bad);
+		const char *al = GET("APPS_LISTEN", apps_default);
+		if (al[0]) {
+			if (set_str(c->apps_listen, sizeof c->apps_listen, al, "APPS_LISTEN", err) < 0)
+				return -1;
+		} else {
+			derive_apps_listen(c);
+		}
+		struct cm_origin apps[CM_APPS_LISTENERS];
+		char why[160];
+		int napps = cm_apps_listen_parse(c->apps_listen, apps, why, sizeof why);
+		if (napps < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "APPS_LISTEN",
+					  "APPS_LISTEN must be off or up to two [http://|https://]host:port: %s", why);
+		/* the same port as the API's would put the apps back on the API's origin */
+		char host[128];
+		int hp = 0, sp = 0;
+		if (cm_parse_listen(c->http_listen, host, sizeof host, &hp) < 0)
+			hp = 0;
+		if (!strcmp(c->https_listen, "off") || cm_parse_listen(c->https_listen, host, sizeof host, &sp) < 0)
+			sp = 0;
+		for (int i = 0; i < napps; i++)
+			if (apps[i].port == hp || apps[i].port == sp)
+				return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "APPS_LISTEN",
+						  "APPS_LISTEN port %d is an API listener's: apps need a port of their own", apps[i].port);
 	}
 	const char *auth = GET("CM_AUTH", "on");
 	if (!strcmp(auth, "off")) {

@@ -792,6 +792,9 @@ static int cb_harpoon(struct lws *wsi, enum lws_callback_reasons reason, void *u
 			cm_err_set(&err, 404, "not_found", "ROUTE_NOT_FOUND", NULL, "no such endpoint");
 		if (!err.status && !nr->user[0])
 			cm_err_set(&err, 401, "auth_error", "AUTH_REQUIRED", NULL, "Authentication required");
+		/* (fills err: 421 or 403) */
+		if (!err.status && ws_site_check(wsi, hcfg, post ? "POST" : get ? "GET" : "OTHER", uri, false, &err) < 0)
+			cm_debug("harpoon: %s refused: %s", uri, err.code);
 		if (!err.status && want_post && !post)
 			cm_err_set(&err, 405, "method_not_allowed", "METHOD_NOT_ALLOWED", NULL, "%s takes POST with a JSON body", uri);
 		if (!err.status && !want_post && !get)

@@ -18,6 +18,7 @@
 #include "db.h"
 #include "json.h"
 #include "query.h"
+#include "origin.h"
 
 #include <libwebsockets.h>
 
@@ -672,6 +673,31 @@ void ws_header(struct lws *wsi, const char *name, char *out, size_t outsz)
 		out[0] = '\0';
 }
 
+int ws_site_check(struct lws *wsi, const struct cm_config *c, const char *method, const char *path, bool upgrade,
+		  struct cm_error *err)
+{
+	char origin[512] = "", site[32] = "", host[300] = "", scheme[8] = "", server_name[256] = "";
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0) {
+		if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
+			snprintf(origin, sizeof origin, "%s", "(too long)"); /* refused as unparsable */
+	}
+	ws_header(wsi, "sec-fetch-site:", site, sizeof site);
+	ws_header(wsi, "x-cm-host:", host, sizeof host);
+	ws_header(wsi, "x-cm-scheme:", scheme, sizeof scheme);
+	ws_header(wsi, "x-cm-server-name:", server_name, sizeof server_name);
+	struct cm_site_req q = {
+		.method = method,
+		.path = path,
+		.host = host,
+		.scheme = scheme,
+		.server_name = server_name,
+		.origin = origin,
+		.fetch_site = site,
+		.upgrade = upgrade,
+	};
+	return cm_site_check(c, &q, CM_CHECK_HOST | CM_CHECK_ORIGIN, err);
+}
+
 static bool parse_bool(const char *v, bool *out)
 {
 	if (!strcmp(v, "1") || !strcmp(v, "true"))
@@ -856,6 +882,9 @@ static struct session *session_from_request(struct lws *wsi, const char *uri, bo
 		cm_err_set(err, 401, "auth_error", "AUTH_REQUIRED", NULL, "Authentication required");
 		return s;
 	}
+	/* a terminal opened by another site's page would run that site's commands */
+	if (ws_site_check(wsi, &cfg, "GET", uri, upgrade, err) < 0)
+		return s;
 
 	const char *rest = NULL;
 	if (!strncmp(uri, "/ws/", 4)) {
@@ -952,6 +981,8 @@ static const char *reason_phrase(int status)
 	case 404: return "Not Found";
 	case 408: return "Request Timeout";
 	case 413: return "Payload Too Large";
+	case 403: return "Forbidden";
+	case 421: return "Misdirected Request";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
 	case 422: return "Unprocessable Entity";

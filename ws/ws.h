@@ -51,6 +51,11 @@ struct cm_config;
 struct cm_db;
 int ws_http_reply(struct lws *wsi, int status, const char *ctype, const char *body, size_t blen, const char *request_id);
 void ws_header(struct lws *wsi, const char *name, char *out, size_t outsz);
+/* The Host and Origin checks of lib/origin.c on a request nginx passed on (it names the
+ * client's Host, scheme and server_name in X-CM-Host, X-CM-Scheme and X-CM-Server-Name).
+ * Returns 0, or -1 with err (421 MISDIRECTED_REQUEST, 403 CROSS_ORIGIN_REFUSED). */
+int ws_site_check(struct lws *wsi, const struct cm_config *cfg, const char *method, const char *path, bool upgrade,
+		  struct cm_error *err);
 
 /* ---- start_container / stop_container / unlock_container / shutdown (harpoon.c) ---- */
 /* Listens on sock (group gid may connect). Returns -1 when it cannot. */

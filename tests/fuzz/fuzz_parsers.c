@@ -1,11 +1,12 @@
 /* fuzz_parsers.c: the small parsers that see outside bytes: size strings ("4096m"), listen
  * specs, uid:gid, base64url/base64 (cursor tokens, Authorization), path normalisation,
- * UTF-8 validation, query strings. The first byte picks the parser. */
+ * UTF-8 validation, query strings, Host and Origin headers. The first byte picks the parser. */
 #include "config.h"
 #include "cm.h"
 #include "cm_config.h"
 #include "paths.h"
 #include "query.h"
+#include "origin.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -82,9 +83,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		break;
 	}
-	default:
+	default: {
 		cm_valid_utf8((const char *)data, size);
+		/* Host and Origin headers (lib/origin.c): the same bytes as each */
+		struct cm_origin o;
+		if (cm_origin_parse(s, &o) == 0 && (o.port < 1 || o.port > 65535 || strlen(o.host) >= sizeof o.host))
+			abort();
+		static struct cm_config c = {.http_listen = "127.0.0.1:4545", .https_listen = "0.0.0.0:8443",
+					     .apps_listen = "127.0.0.1:4546", .allowed_origins = "https://a.example",
+					     .allowed_hosts = "*.b.example"};
+		struct cm_site_req q = {.method = "POST", .path = "/x", .host = s, .scheme = "https", .origin = s,
+					.server_name = s, .fetch_site = s, .upgrade = true};
+		int rc = cm_site_check(&c, &q, CM_CHECK_HOST | CM_CHECK_ORIGIN, &err);
+		if (rc < 0 && err.status != 421 && err.status != 403)
+			abort();
 		break;
+	}
 	}
 	free(s);
 	return 0;

@@ -7,7 +7,8 @@ GET /apps and /apps/{name}, POST /apps/{name}/run with and without json (non-JSO
 failing command), a PUT rebuild while a client polls the route (no failed request), a killed
 container restarted, DELETE removing route, container and image, every bad input (no container
 file, an image that is not local, no port, a name clash, bad fields) leaving nothing behind,
-and 401 on the /apps routes without credentials."""
+and 401 on the /apps routes without credentials. The apps themselves are reached on their own
+listeners (APPS_LISTEN: CM_APPS_URL, CM_APPS_HTTPS_URL), never on the API's."""
 import io
 import os
 import signal
@@ -23,6 +24,9 @@ from cmtest import *  # noqa: E402,F403
 SUFFIX = rand_suffix(6).lower()
 ZIP = {"Content-Type": "application/zip"}
 WAIT = 180
+# apps are served on their own origin (APPS_LISTEN), /apps/{name}/... there
+APPS_URL = os.environ.get("CM_APPS_URL", "http://127.0.0.1:18081").rstrip("/")
+APPS_HTTPS_URL = os.environ.get("CM_APPS_HTTPS_URL", "https://127.0.0.1:18444").rstrip("/")
 
 
 def name(n):
@@ -94,6 +98,7 @@ def create_multipart(s, spec, files, **kw):
 def main(t):
     s = api()
     anon = api(auth=False)
+    A = api(base=APPS_URL)  # the apps' own listener (APPS_LISTEN)
     made = []
     t.add_cleanup(lambda: cleanup(made))
 
@@ -143,13 +148,13 @@ def main(t):
         'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]', 'CMD ["sh", "-c", "sleep 8; exec httpd -f -p 8080 -h /www"]')
     r = create_multipart(s, {"name": slow}, files)
     t.status(r, 201, "POST /apps (a service that takes 8 s to listen)")
-    r = s.get("/apps/%s/" % slow)
+    r = A.get("/apps/%s/" % slow)
     b = check_error(t, r, 503, code="APP_NOT_READY", name="GET /apps/{starting}/")
     t.ok(r.headers.get("Retry-After", "").isdigit(), "the 503 carries Retry-After", dict(r.headers))
     t.eq(((b or {}).get("details") or {}).get("state"), "starting", "the 503 names the state")
     t.eq((jbody(s.get("/apps/" + slow)) or {}).get("status"), "starting", "GET /apps/{name} says starting")
-    ok = wait_until(lambda: s.get("/apps/%s/" % slow).status_code == 200, timeout=WAIT, interval=0.5)
-    r = s.get("/apps/%s/" % slow)
+    ok = wait_until(lambda: A.get("/apps/%s/" % slow).status_code == 200, timeout=WAIT, interval=0.5)
+    r = A.get("/apps/%s/" % slow)
     t.ok(ok and r.text.strip() == "slow-ok", "the route answers 200 once the health check passes", body_text(r))
 
     # -- a health path that never answers: unhealthy with the last error, the route stays 503
@@ -175,8 +180,8 @@ def main(t):
     t.status(r, 201, "POST /apps (raw zip, fields as query parameters)")
     t.ok(b.get("port") == 8080 and b.get("port_requested") == 8080 and b.get("src") == "Special.df"
          and b.get("build_dir") == "/svc", "the given port wins over EXPOSE; src and build_dir recorded", b)
-    ok = wait_until(lambda: s.get("/apps/%s/" % raw).status_code == 200, timeout=WAIT, interval=0.5)
-    t.ok(ok and s.get("/apps/%s/" % raw).text.strip() == "raw-ok", "the app built from the named file answers")
+    ok = wait_until(lambda: A.get("/apps/%s/" % raw).status_code == 200, timeout=WAIT, interval=0.5)
+    t.ok(ok and A.get("/apps/%s/" % raw).text.strip() == "raw-ok", "the app built from the named file answers")
 
     # -- Containerfile is found before Dockerfile
     cf = name("cf")
@@ -185,8 +190,8 @@ def main(t):
     files.update(service_files("from-dockerfile"))
     r = create_multipart(s, {"name": cf}, files)
     t.status(r, 201, "POST /apps (source with Containerfile and Dockerfile)")
-    ok = wait_until(lambda: s.get("/apps/%s/" % cf).status_code == 200, timeout=WAIT, interval=0.5)
-    t.ok(ok and s.get("/apps/%s/" % cf).text.strip() == "from-containerfile", "Containerfile wins over Dockerfile")
+    ok = wait_until(lambda: A.get("/apps/%s/" % cf).status_code == 200, timeout=WAIT, interval=0.5)
+    t.ok(ok and A.get("/apps/%s/" % cf).text.strip() == "from-containerfile", "Containerfile wins over Dockerfile")
 
     # -- an app's build survives a kill -9 of the runner: the job runs again and the app comes up
     kil = name("killed")
@@ -211,8 +216,8 @@ def main(t):
         j = jbody(s.get("/jobs/%s?wait=60" % jk)) or {}
     t.ok(j.get("status") == "succeeded" and j.get("attempts", 0) >= 2,
          "the app.create job ran again after the runner's restart and succeeded", j)
-    ok = wait_until(lambda: s.get("/apps/%s/" % kil).status_code == 200, timeout=WAIT, interval=0.5)
-    t.ok(ok and s.get("/apps/%s/" % kil).text.strip() == "survived", "the app serves after the interrupted create")
+    ok = wait_until(lambda: A.get("/apps/%s/" % kil).status_code == 200, timeout=WAIT, interval=0.5)
+    t.ok(ok and A.get("/apps/%s/" % kil).text.strip() == "survived", "the app serves after the interrupted create")
     t.eq(len(app_containers(kil)), 1, "one container for it (the interrupted attempt left none)")
     t.ok(not [x for x in os.listdir(builds) if not x.startswith(".")] if os.path.isdir(builds) else True,
          "the staged source is removed once the job has ended")
@@ -226,7 +231,7 @@ def main(t):
     t.ok(b.get("image") == IMAGE and b.get("status") == "ready" and b.get("url") is None,
          "a command app uses the image as it is and has no route", b)
     t.ok(not app_containers(cmd), "no service container is started for a command app")
-    r = s.get("/apps/%s/" % cmd)
+    r = A.get("/apps/%s/" % cmd)
     check_error(t, r, 404, code="APP_NOT_FOUND", name="a command app is not routed")
     r = s.post("/apps/%s/run" % cmd, json={"command": "sh", "args": ["-c", 'echo \'{"n": 42}\''], "json": True})
     b = jbody(r) or {}
@@ -264,24 +269,33 @@ def main(t):
     hcheck = b.get("health_check") or {}
     t.ok(hcheck.get("last_check") and hcheck.get("failures") == 0 and hcheck.get("last_error") is None,
          "GET /apps/{name} shows the last check and no failures", hcheck)
-    r = s.get("/apps/%s/" % web)
+    r = A.get("/apps/%s/" % web)
     t.ok(r.status_code == 200 and r.text.strip() == "hello-v1", "GET /apps/{name}/ is proxied to the container",
          (r.status_code, body_text(r)))
-    r = s.get("/apps/%s/ok/" % web)
+    r = A.get("/apps/%s/ok/" % web)
     t.ok(r.status_code == 200 and r.text.strip() == "ok", "a sub-path is proxied with the prefix stripped",
          (r.status_code, body_text(r)))
-    r = s.get("/apps/%s/run" % web)
+    r = A.get("/apps/%s/run" % web)
     t.ok(r.status_code == 404 and "request_id" not in r.text, "GET /apps/{name}/run goes to the app (only POST is the API)",
          (r.status_code, body_text(r, 300)))
-    r = anon.get("/apps/%s/" % web)
+    r = api(base=APPS_URL, auth=False).get("/apps/%s/" % web)
     check_error(t, r, 401, code="AUTH_REQUIRED", name="GET /apps/{name}/ without credentials")
+    # apps have an origin of their own: the API's listeners do not serve them
+    r = s.get("/apps/%s/ok/" % web)
+    check_error(t, r, 404, code="ROUTE_NOT_FOUND", name="GET /apps/{name}/ok/ on the API's listener")
+    r = s.get("/apps/%s/" % web)
+    t.ok(r.status_code == 200 and (jbody(r) or {}).get("name") == web and "hello" not in r.text,
+         "GET /apps/{name}/ on the API's listener is the API's app resource, not the app", body_text(r, 300))
+    r = A.get(APPS_HTTPS_URL + "/apps/%s/" % web, verify=False)
+    t.ok(r.status_code == 200 and r.text.strip() == "hello-v1", "the app answers on the TLS apps listener too",
+         (r.status_code, body_text(r, 300)))
     r = anon.post("/apps/%s/run" % web, json={"command": "id"})
     check_error(t, r, 401, name="POST /apps/{name}/run without credentials")
     r = anon.get("/apps")
     check_error(t, r, 401, name="GET /apps without credentials")
-    r = s.get("/apps/no-such-app-%s/" % SUFFIX)
+    r = A.get("/apps/no-such-app-%s/" % SUFFIX)
     check_error(t, r, 404, code="APP_NOT_FOUND", name="GET /apps/{unknown}/")
-    r = s.get('/apps/Not%22An%22App/x')
+    r = A.get('/apps/Not%22An%22App/x')
     check_error(t, r, 404, name="GET /apps/{not an app name}/x (a JSON error, nothing echoed raw)")
 
     # -- GET /apps lists it
@@ -326,7 +340,7 @@ def main(t):
         return rw if rw and rw["restarts"] >= 1 and rw["status"] == "healthy" else None
     rw = wait_until(restarted, timeout=WAIT, interval=0.5)
     t.ok(rw, "a killed service container is restarted and healthy again", db_app(web))
-    r = s.get("/apps/%s/" % web)
+    r = A.get("/apps/%s/" % web)
     t.ok(r.status_code == 200 and r.text.strip() == "hello-v1", "the route answers again after the restart",
          (r.status_code, body_text(r)))
 
@@ -335,7 +349,7 @@ def main(t):
     seen = {"ok": 0, "bad": [], "texts": set()}
 
     def poll():
-        ps = api()
+        ps = api(base=APPS_URL)
         while not stop.is_set():
             try:
                 pr = ps.get("/apps/%s/" % web, timeout=30)
@@ -363,7 +377,7 @@ def main(t):
     t.ok(not seen["bad"] and seen["ok"] > 10, "no failed request while the app was rebuilt and swapped",
          {"ok": seen["ok"], "bad": seen["bad"][:5]})
     t.ok({"hello-v1", "hello-v2"} <= seen["texts"], "the poller saw the old then the new version", seen["texts"])
-    r = s.get("/apps/%s/" % web)
+    r = A.get("/apps/%s/" % web)
     t.eq(r.text.strip(), "hello-v2", "the route serves the new container")
     t.ok(docker_inspect(old_id) is None, "the old container is removed after the swap")
     conts = app_containers(web)
@@ -378,7 +392,7 @@ def main(t):
     t.eq(b.get("status"), "unhealthy", "a health path that never answers ends unhealthy")
     t.ok("404" in (hcheck.get("last_error") or "") and hcheck.get("failures", 0) >= 3,
          "the last error and the failure count are recorded", hcheck)
-    r = s.get("/apps/%s/" % sick)
+    r = A.get("/apps/%s/" % sick)
     b = check_error(t, r, 503, code="APP_NOT_READY", name="GET /apps/{unhealthy}/")
     t.eq(((b or {}).get("details") or {}).get("state"), "unhealthy", "the 503 says unhealthy")
 
@@ -404,7 +418,7 @@ def main(t):
     after = db_app(web)
     t.ok(after["docker_id"] == before["docker_id"] and after["generation"] == before["generation"],
          "the app still names the old container", after)
-    t.eq(s.get("/apps/%s/" % web).text.strip(), "hello-v2", "the old container still serves the route")
+    t.eq(A.get("/apps/%s/" % web).text.strip(), "hello-v2", "the old container still serves the route")
     t.ok(len(app_containers(web)) == 1 and len(app_images(web)) == 1, "the failed generation's container and image are removed",
          ([c["Names"] for c in app_containers(web)], [i.get("RepoTags") for i in app_images(web)]))
 
@@ -423,7 +437,7 @@ def main(t):
         os.kill(rp[0][0], signal.SIGKILL)
         t.ok(wait_until(lambda: (db_app(web) or {}).get("last_check", 0) > last + 2000, timeout=WAIT, interval=0.5),
              "after a kill -9 of the runner the health checks go on (state is in SQLite)")
-        r = s.get("/apps/%s/" % web)
+        r = A.get("/apps/%s/" % web)
         t.ok(r.status_code == 200 and r.text.strip() == "hello-v2", "the app served throughout", (r.status_code, body_text(r)))
         t.ok(st == 201 and wait_until(lambda: not app_containers(orphan), timeout=60, interval=0.5),
              "the restarted runner removes a container of an app that has no row", (st, ob))
@@ -436,7 +450,7 @@ def main(t):
     t.ok(db_app(web) is None, "the row is gone")
     t.ok(not app_containers(web), "the container is gone", app_containers(web))
     t.ok(not app_images(web), "the image is gone", app_images(web))
-    r = s.get("/apps/%s/" % web)
+    r = A.get("/apps/%s/" % web)
     check_error(t, r, 404, code="APP_NOT_FOUND", name="the route of a deleted app")
     r = s.get("/apps/" + web)
     check_error(t, r, 404, code="APP_NOT_FOUND", name="GET /apps/{deleted}")
