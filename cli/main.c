@@ -11,6 +11,7 @@
 #include "db.h"
 #include "imagedef.h"
 #include "store.h"
+#include "trust.h"
 
 #include <crypt.h>
 #include <errno.h>
@@ -719,6 +720,11 @@ static int cmd_serve(const struct serve_opts *o)
 		return 1;
 	if (cm_pathf(path, sizeof path, "%s/conf.d", cfg.run_dir) < 0 || prepare_dir(path, 0755, (gid_t)-1) < 0)
 		return 1;
+	/* a new secret at each start: nginx proves itself to the WebSocket helper with it */
+	if (cm_proxy_secret_make(cfg.run_dir, &err) < 0) {
+		fprintf(stderr, "container-manager: %s\n", err.message);
+		return 1;
+	}
 	if (cm_pathf(path, sizeof path, "%s/nginx-tmp", cfg.run_dir) < 0)
 		return 1;
 	/* (the system's nginx has its own temporary directories) */

@@ -51,6 +51,9 @@ struct cm_config;
 struct cm_db;
 int ws_http_reply(struct lws *wsi, int status, const char *ctype, const char *body, size_t blen, const char *request_id);
 void ws_header(struct lws *wsi, const char *name, char *out, size_t outsz);
+/* True when the request carries this start's proxy secret (X-CM-Proxy-Secret), which only
+ * nginx's configuration holds; compared in constant time. */
+bool ws_proxy_trusted(struct lws *wsi);
 
 /* ---- start_container / stop_container / unlock_container / shutdown (harpoon.c) ---- */
 /* Listens on sock (group gid may connect). Returns -1 when it cannot. */

@@ -1,0 +1,131 @@
+/* t_trust.c: the proxy secret (fresh at each make, 0600, checked in full) and the reading of
+ * nginx `listen` directives behind the CM_AUTH=off guard, the packaged site's template
+ * included. */
+#include "config.h"
+#include "cm.h"
+#include "trust.h"
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int loopback(const char *conf, char *bad, size_t badsz)
+{
+	return cm_nginx_listeners_loopback(conf, bad, badsz);
+}
+
+static void secret_tests(void)
+{
+	char dir[] = "/tmp/t_trust.XXXXXX";
+	ok(mkdtemp(dir) != NULL, "temp dir");
+	struct cm_error err = {0};
+	char a[CM_PROXY_SECRET_HEX + 1], b[CM_PROXY_SECRET_HEX + 1];
+	ok(cm_proxy_secret_load(dir, a, &err) < 0, "no secret before it is made: %s", err.message);
+	ok(cm_proxy_secret_make(dir, &err) == 0, "make a secret");
+	ok(cm_proxy_secret_load(dir, a, &err) == 0 && strlen(a) == CM_PROXY_SECRET_HEX, "load it: 64 hex characters");
+	ok(cm_proxy_secret_make(dir, &err) == 0 && cm_proxy_secret_load(dir, b, &err) == 0, "make another");
+	ok(strcmp(a, b) != 0, "each start gets a new secret");
+	char path[512];
+	struct stat st;
+	snprintf(path, sizeof path, "%s/%s", dir, CM_PROXY_SECRET_FILE);
+	ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "%s is 0600", CM_PROXY_SECRET_FILE);
+	snprintf(path, sizeof path, "%s/%s", dir, CM_PROXY_SECRET_CONF);
+	ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "%s is 0600", CM_PROXY_SECRET_CONF);
+	char *conf = cm_read_file(path, 4096, NULL);
+	ok(conf && strstr(conf, "proxy_set_header X-CM-Proxy-Secret \"") && strstr(conf, b), "the include sends the secret");
+	ok(conf && cm_nginx_listeners_loopback(conf, path, sizeof path) == 1, "the include is valid nginx syntax");
+	free(conf);
+
+	ok(cm_proxy_secret_ok(b, b), "the secret matches itself");
+	ok(!cm_proxy_secret_ok(b, a), "another secret does not");
+	ok(!cm_proxy_secret_ok(b, ""), "an empty header does not");
+	char shorter[CM_PROXY_SECRET_HEX + 1];
+	snprintf(shorter, sizeof shorter, "%.*s", CM_PROXY_SECRET_HEX - 1, b);
+	ok(!cm_proxy_secret_ok(b, shorter), "a prefix does not");
+	char longer[CM_PROXY_SECRET_HEX + 3];
+	snprintf(longer, sizeof longer, "%sx", b);
+	ok(!cm_proxy_secret_ok(b, longer), "the secret with more after it does not");
+	ok(!cm_proxy_secret_ok(b, NULL) && !cm_proxy_secret_ok(NULL, b), "NULL never matches");
+
+	/* a malformed file is refused, not half-read */
+	snprintf(path, sizeof path, "%s/%s", dir, CM_PROXY_SECRET_FILE);
+	ok(cm_write_file_atomic(path, "short", 5, 0600) == 0 && cm_proxy_secret_load(dir, a, &err) < 0 && a[0] == '\0',
+	   "a malformed secret file is refused");
+	unlink(path);
+	snprintf(path, sizeof path, "%s/%s", dir, CM_PROXY_SECRET_CONF);
+	unlink(path);
+	rmdir(dir);
+}
+
+static void listen_tests(void)
+{
+	char bad[128];
+	static const struct {
+		const char *conf;
+		int want;
+		const char *bad;
+	} cases[] = {
+		{"server { listen 127.0.0.1:8080; }", 1, ""},
+		{"server { listen 127.0.0.2:80; listen [::1]:8443 ssl http2; listen localhost:81; }", 1, ""},
+		{"server { listen unix:/run/x.sock; }", 1, ""},
+		{"server { listen 443 ssl http2; }", 0, "443"},
+		{"server { listen [::]:443 ssl; }", 0, "[::]:443"},
+		{"server { listen 127.0.0.1:8080; listen 0.0.0.0:8443 ssl; }", 0, "0.0.0.0:8443"},
+		{"server { listen *:80; }", 0, "*:80"},
+		{"server { listen 192.168.1.10:443 ssl; }", 0, "192.168.1.10:443"},
+		{"server { listen example.org:443; }", 0, "example.org:443"},
+		{"server { listen 8080; }", 0, "8080"},
+		{"server { server_name x; }", 0, "*:80 (a server block without listen)"},
+		{"upstream u { server unix:/a.sock; server 10.0.0.1:80; } server { listen 127.0.0.1:1; }", 1, ""},
+		{"# listen 0.0.0.0:443;\nserver { listen 127.0.0.1:1; } # listen 443;", 1, ""},
+		{"server { listen \"127.0.0.1:8080\"; add_header X \"a; listen 443;\"; }", 1, ""},
+		{"map $a $b { default \"listen 443\"; } server { listen 127.0.0.1:1; }", 1, ""},
+		{"server { location / { return 200; } listen 127.0.0.1:8080; }", 1, ""},
+		{"server { listen 127.0.0.1:8080;", -1, ""},
+		{"server { listen \"127.0.0.1:8080; }", -1, ""},
+		{"} server { listen 127.0.0.1:8080; }", -1, ""},
+		{"", 1, ""},
+	};
+	for (size_t i = 0; i < CM_ARRAY_LEN(cases); i++) {
+		int r = loopback(cases[i].conf, bad, sizeof bad);
+		ok(r == cases[i].want && (r != 0 || !strcmp(bad, cases[i].bad)), "listeners of \"%s\": %d (%s)", cases[i].conf,
+		   cases[i].want, cases[i].bad);
+		if (r != cases[i].want || (r == 0 && strcmp(bad, cases[i].bad)))
+			printf("#   got %d (%s)\n", r, bad);
+	}
+
+	/* the packaged site as shipped listens on every address: CM_AUTH=off must be refused with
+	 * it; moved to loopback it is accepted */
+	const char *srcdir = getenv("srcdir");
+	char path[1024];
+	snprintf(path, sizeof path, "%s/nginx/site.conf.in", srcdir && *srcdir ? srcdir : ".");
+	char *site = cm_read_file(path, 1 << 20, NULL);
+	ok(site != NULL, "read %s", path);
+	if (!site)
+		return;
+	ok(loopback(site, bad, sizeof bad) == 0 && !strcmp(bad, "443"), "the packaged site is not loopback-only: %s", bad);
+	struct cm_buf b = {0};
+	for (const char *p = site; *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p + 1) : strlen(p);
+		if (strstr(p, "listen 443 ") && strstr(p, "listen 443 ") < p + n)
+			cm_buf_puts(&b, "\tlisten 127.0.0.1:8443 ssl http2;\n");
+		else if (strstr(p, "listen [::]:443 ") && strstr(p, "listen [::]:443 ") < p + n)
+			cm_buf_puts(&b, "\tlisten [::1]:8443 ssl http2;\n");
+		else
+			cm_buf_append(&b, p, n);
+		p += n;
+	}
+	ok(loopback(cm_buf_str(&b), bad, sizeof bad) == 1, "the packaged site moved to loopback is accepted (%s)", bad);
+	cm_buf_free(&b);
+	free(site);
+}
+
+int main(void)
+{
+	secret_tests();
+	listen_tests();
+	return tap_done();
+}
