@@ -34,6 +34,7 @@ struct cm_config {
 	long ws_ping_interval;       /* seconds of silence before a ping; hang up after twice that */
 	char images_file[PATH_MAX]; /* image definitions (YAML/JSON), "" = none */
 	char bind_roots[2048];      /* ALLOWED_BIND_ROOTS: host directories binds may come from, comma-separated */
+	char nginx_dir[PATH_MAX];   /* CM_NGINX_DIR: the system nginx's configuration, whose sites the CM_AUTH=off guard reads */
 	bool auth_off;            /* only honoured when every listener is loopback */
 	bool https_listen_default; /* CM_HTTPS_LISTEN was not set anywhere */
 };

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "trust.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -208,4 +209,79 @@ int cm_nginx_listeners_loopback(const char *conf, char *bad, size_t badsz)
 	if (r < 0 || depth != 0 || ntok != 0)
 		return -1;
 	return 1;
+}
+
+/* One candidate site file: 0 when it does not name run_dir or listens on loopback only, -1
+ * with why otherwise. */
+static int check_site(const char *path, const char *run_dir, char *why, size_t whysz)
+{
+	char *text = cm_read_file(path, 4u << 20, NULL);
+	if (!text) {
+		if (errno == ENOENT || errno == EISDIR)
+			return 0; /* none, or a link to nothing: nginx serves nothing from it */
+		snprintf(why, whysz, "cannot read %s to check its listeners: %s", path, strerror(errno));
+		return -1;
+	}
+	char needle[4200];
+	int rc = 0;
+	if (cm_pathf(needle, sizeof needle, "%s/", run_dir) == 0 && strstr(text, needle)) {
+		char bad[128];
+		int r = cm_nginx_listeners_loopback(text, bad, sizeof bad);
+		if (r == 0) {
+			snprintf(why, whysz, "%s listens on %s (and serves this stack: it names %s)", path, bad, run_dir);
+			rc = -1;
+		} else if (r < 0) {
+			snprintf(why, whysz, "%s names %s but its listeners cannot be read (unbalanced braces or quotes)", path,
+				 run_dir);
+			rc = -1;
+		}
+	}
+	free(text);
+	return rc;
+}
+
+int cm_nginx_sites_loopback(const char *nginx_dir, const char *run_dir, char *why, size_t whysz)
+{
+	char path[4200];
+	if (cm_pathf(path, sizeof path, "%s/sites-available/container-manager", nginx_dir) < 0) {
+		snprintf(why, whysz, "the nginx directory path is too long");
+		return -1;
+	}
+	if (check_site(path, run_dir, why, whysz) < 0)
+		return -1;
+	static const char *const dirs[] = {"sites-enabled", "conf.d"};
+	for (size_t i = 0; i < CM_ARRAY_LEN(dirs); i++) {
+		char dpath[4200];
+		if (cm_pathf(dpath, sizeof dpath, "%s/%s", nginx_dir, dirs[i]) < 0) {
+			snprintf(why, whysz, "the nginx directory path is too long");
+			return -1;
+		}
+		DIR *d = opendir(dpath);
+		if (!d) {
+			if (errno == ENOENT)
+				continue;
+			snprintf(why, whysz, "cannot list %s to check its sites' listeners: %s", dpath, strerror(errno));
+			return -1;
+		}
+		struct dirent *e;
+		int rc = 0;
+		while (rc == 0 && (e = readdir(d))) {
+			size_t nl = strlen(e->d_name);
+			if (e->d_name[0] == '.')
+				continue;
+			/* nginx.conf includes conf.d/ *.conf and sites-enabled/ * */
+			if (i == 1 && (nl < 5 || strcmp(e->d_name + nl - 5, ".conf")))
+				continue;
+			if (cm_pathf(path, sizeof path, "%s/%s", dpath, e->d_name) < 0) {
+				snprintf(why, whysz, "a path in %s is too long", dpath);
+				rc = -1;
+			} else {
+				rc = check_site(path, run_dir, why, whysz);
+			}
+		}
+		closedir(d);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
 }

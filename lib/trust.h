@@ -32,5 +32,12 @@ bool cm_proxy_secret_ok(const char *expected, const char *got);
  * address or a unix socket, 0 when one is not (its address copied into bad), -1 when the text
  * cannot be read as nginx configuration (an unterminated quote, unbalanced braces). */
 int cm_nginx_listeners_loopback(const char *conf, char *bad, size_t badsz);
+/* The nginx sites that reach a stack whose run directory is run_dir: the packaged site
+ * (nginx_dir/sites-available/container-manager, enabled or not yet), every file of
+ * nginx_dir/sites-enabled and every nginx_dir/conf.d/ *.conf that names run_dir (their
+ * includes of the rendered snippets). Returns 0 when each listener of those is loopback; -1
+ * with the reason in why when one is not, or when a file cannot be read or understood (the
+ * guard fails closed). Missing files and directories count as no site. */
+int cm_nginx_sites_loopback(const char *nginx_dir, const char *run_dir, char *why, size_t whysz);
 
 #endif

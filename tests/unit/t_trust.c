@@ -4,6 +4,7 @@
 #include "config.h"
 #include "cm.h"
 #include "trust.h"
+#include "cm_config.h"
 #include "tap.h"
 
 #include <stdlib.h>
@@ -123,9 +124,101 @@ static void listen_tests(void)
 	free(site);
 }
 
+static void put(const char *dir, const char *rel, const char *text)
+{
+	char path[600];
+	snprintf(path, sizeof path, "%s/%s", dir, rel);
+	if (cm_write_file_atomic(path, text, strlen(text), 0644) < 0)
+		printf("# cannot write %s\n", path);
+}
+
+/* The guard as the launcher and every program see it: cm_config_load with CM_AUTH=off. */
+static int load_auth_off(const char *nginx_dir, struct cm_error *err)
+{
+	struct cm_config c;
+	setenv("CM_AUTH", "off", 1);
+	setenv("CM_HTTP_LISTEN", "127.0.0.1:4545", 1);
+	setenv("CM_HTTPS_LISTEN", "off", 1);
+	setenv("CM_RUN_DIR", "/run/container-manager", 1);
+	setenv("CM_DATA_DIR", "/var/lib/container-manager", 1);
+	setenv("CM_NGINX_DIR", nginx_dir, 1);
+	memset(err, 0, sizeof *err);
+	int rc = cm_config_load(&c, NULL, err);
+	return rc == 0 && c.auth_off ? 0 : -1;
+}
+
+static void sites_tests(void)
+{
+	char dir[] = "/tmp/t_trust_nginx.XXXXXX";
+	ok(mkdtemp(dir) != NULL, "temp nginx dir");
+	char p[600];
+	struct cm_error err;
+	ok(load_auth_off(dir, &err) == 0, "no sites: CM_AUTH=off on loopback listeners is accepted (%s)", err.message);
+	snprintf(p, sizeof p, "%s/sites-available", dir);
+	mkdir(p, 0755);
+	snprintf(p, sizeof p, "%s/sites-enabled", dir);
+	mkdir(p, 0755);
+	snprintf(p, sizeof p, "%s/conf.d", dir);
+	mkdir(p, 0755);
+	const char *packaged = "server {\n\tlisten 443 ssl http2;\n\tlisten [::]:443 ssl http2;\n"
+			       "\tinclude /run/container-manager/locations.con[f];\n}\n"
+			       "server {\n\tlisten 127.0.0.1:8080;\n\tinclude /run/container-manager/locations.con[f];\n}\n";
+	put(dir, "sites-available/container-manager", packaged);
+	ok(load_auth_off(dir, &err) < 0 && !strcmp(err.field, "CM_AUTH") && strstr(err.message, "listens on 443"),
+	   "the packaged site (443 on every address) makes CM_AUTH=off refused, not yet enabled too: %s", err.message);
+	put(dir, "sites-available/container-manager",
+	    "server { listen 127.0.0.1:8443 ssl; listen [::1]:8443 ssl; include /run/container-manager/locations.conf; }\n"
+	    "server { listen 127.0.0.1:8080; include /run/container-manager/locations.conf; }\n");
+	ok(load_auth_off(dir, &err) == 0, "the packaged site moved to loopback: accepted (%s)", err.message);
+	put(dir, "sites-enabled/default", "server { listen 80 default_server; listen [::]:80; root /var/www/html; }\n");
+	put(dir, "conf.d/other.conf", "server { listen 8081; location / { proxy_pass http://unix:/run/other.sock; } }\n");
+	ok(load_auth_off(dir, &err) == 0, "sites that do not include this stack's snippets do not count (%s)", err.message);
+	put(dir, "sites-enabled/mine", "server { listen 0.0.0.0:9000; include /run/container-manager/wsproxy.conf; }\n");
+	ok(load_auth_off(dir, &err) < 0 && strstr(err.message, "sites-enabled/mine listens on 0.0.0.0:9000"),
+	   "an enabled site of the administrator's that includes the snippets counts: %s", err.message);
+	snprintf(p, sizeof p, "%s/sites-enabled/mine", dir);
+	unlink(p);
+	put(dir, "conf.d/cm.conf", "server { include /run/container-manager/locations.conf; }\n");
+	ok(load_auth_off(dir, &err) < 0 && strstr(err.message, "*:80"), "a conf.d server without listen (*:80) counts: %s",
+	   err.message);
+	put(dir, "conf.d/cm.conf", "server { listen 127.0.0.1:1; include \"/run/container-manager/locations.conf; }\n");
+	ok(load_auth_off(dir, &err) < 0 && strstr(err.message, "cannot be read"), "an unreadable site fails closed: %s",
+	   err.message);
+	snprintf(p, sizeof p, "%s/conf.d/cm.conf", dir);
+	unlink(p);
+	/* the run directory decides: a serve stack's own /run/container-manager/<hash> is not the
+	 * packaged site's */
+	put(dir, "sites-available/container-manager", packaged);
+	setenv("CM_RUN_DIR", "/run/container-manager/0123abcd", 1);
+	{
+		struct cm_config c;
+		memset(&err, 0, sizeof err);
+		ok(cm_config_load(&c, NULL, &err) == 0 && c.auth_off,
+		   "a stack with another run directory is not reached by the packaged site (%s)", err.message);
+	}
+	setenv("CM_NGINX_DIR", "etc/nginx", 1);
+	{
+		struct cm_config c;
+		ok(cm_config_load(&c, NULL, &err) < 0 && !strcmp(err.field, "CM_NGINX_DIR"), "CM_NGINX_DIR must be absolute");
+	}
+	const char *names[] = {"sites-available/container-manager", "sites-enabled/default", "conf.d/other.conf"};
+	for (size_t i = 0; i < CM_ARRAY_LEN(names); i++) {
+		snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+		unlink(p);
+	}
+	const char *dirs[] = {"sites-available", "sites-enabled", "conf.d", ""};
+	for (size_t i = 0; i < CM_ARRAY_LEN(dirs); i++) {
+		snprintf(p, sizeof p, "%s/%s", dir, dirs[i]);
+		rmdir(p);
+	}
+	unsetenv("CM_AUTH");
+	unsetenv("CM_NGINX_DIR");
+}
+
 int main(void)
 {
 	secret_tests();
 	listen_tests();
+	sites_tests();
 	return tap_done();
 }
