@@ -21,9 +21,11 @@
 
 #define MAX_INSTANCES 64
 
-/* Tries the lock dir/serve.lock. Returns the fd (held, close-on-exec) when taken, -1 with
- * errno EWOULDBLOCK when another stack holds it (its "pid listen" line in holder), -1 with
- * another errno on failure. */
+/* Tries the lock dir/serve.lock. Returns the fd (held) when taken, -1 with errno EWOULDBLOCK
+ * when another stack holds it (its "pid listen" line in holder), -1 with another errno on
+ * failure. The fd is inherited by the stack's processes on purpose: when the supervisor is
+ * killed, the processes it leaves behind still hold the directory, and a new stack never
+ * takes over their sockets. */
 static int try_lock(const char *dir, char *holder, size_t holdersz)
 {
 	char path[PATH_MAX];
@@ -31,7 +33,7 @@ static int try_lock(const char *dir, char *holder, size_t holdersz)
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -1;
 	if (flock(fd, LOCK_EX | LOCK_NB) == 0)

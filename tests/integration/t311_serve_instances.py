@@ -188,6 +188,35 @@ def main(t):
         check_alive(rest_port, "the REST stack after every harpoon stack stopped", rest_rd)
         r = sess.get(url(rest_port, "/containers/%s/status" % rest_cuid), timeout=30)
         t.ok(r.status_code == 200, "the REST stack answers for its container at the end", body_text(r))
+        # ---------------------------------------------------------------- a killed supervisor's processes
+        # keep their directories: a new stack moves aside instead of taking over their sockets
+        dd = Harpoon(d, "info-d")
+        started = dd.start()
+        harpoons.append(dd)
+        t.ok(started, "a fourth harpoon stack starts", dd.stderr[-600:])
+        if started:
+            m = re.search(r"keeps its state in (\S+)", dd.stderr)
+            d_slot, d_rd = m.group(1) if m else None, run_dir_of(dd.pid)
+            d_inodes = {n: os.stat(os.path.join(d_rd, n)).st_ino for n in ("ws.sock", "fcgi.sock", "harpoon.sock")}
+            os.kill(dd.pid, signal.SIGKILL)
+            wait_until(lambda: proc_gone(dd.pid), timeout=10)
+            ee = Harpoon(d, "info-e")
+            started = ee.start()
+            harpoons.append(ee)
+            t.ok(started and d_slot and "keeps its state in %s\n" % d_slot not in ee.stderr,
+                 "after SIGKILL to a stack's supervisor, a new stack does not take the directory its processes hold",
+                 (d_slot, ee.stderr[-600:]))
+            now = {n: os.stat(os.path.join(d_rd, n)).st_ino if os.path.exists(os.path.join(d_rd, n)) else None
+                   for n in d_inodes}
+            t.ok(now == d_inodes, "the orphaned processes' sockets were not replaced", (d_inodes, now))
+            ee.stop()
+            try:
+                os.killpg(dd.pid, signal.SIGTERM)  # the orphans: serve FILE made them a session of their own
+            except OSError:
+                pass
+            wait_until(lambda: not find_procs(d_rd), timeout=40)
+            check_alive(rest_port, "the REST stack after that", rest_rd)
+
         # ---------------------------------------------------------------- a second foreground serve refuses
         p = subprocess.Popen([CLI, "serve", ":%d" % free_port(), "--env-file", ".env"], cwd=d, env=clean_env(),
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
