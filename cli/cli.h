@@ -29,6 +29,16 @@ int cli_config_db(const char *env_file, struct cm_config *cfg, char *dbpath, siz
 /* True when the unix stream socket dir/name accepts a connection. */
 bool cli_unix_probe(const char *dir, const char *name);
 
+/* One running stack per data directory (instance.c). Locks DATA/serve.lock for the life of
+ * the caller and of the processes it starts (the fd is inherited); when another stack holds it and may_move (harpoon's `serve FILE`), moves cfg (and
+ * CM_DATA_DIR, CM_RUN_DIR in the environment, for the children) to DATA/instances/N, the first
+ * free one, saying so on stderr. Returns the lock's fd, or -1 with the reason on stderr. */
+int cli_instance_claim(struct cm_config *cfg, const char *env_file, bool may_move);
+/* The same for the run directory (sockets, nginx's pid and configuration). */
+int cli_instance_claim_run_dir(const struct cm_config *cfg);
+/* Writes "pid P, http://LISTEN/" into a held lock file, for the message of the one refused. */
+int cli_instance_note(int fd, const char *http_listen);
+
 int cmd_status(const char *env_file, int argc, char **argv);
 int cmd_audit(const char *env_file, int argc, char **argv);
 int cmd_backup(const char *env_file, int argc, char **argv);

@@ -12,6 +12,7 @@
 #include "imagedef.h"
 #include "origin.h"
 #include "store.h"
+#include "trust.h"
 
 #include <crypt.h>
 #include <errno.h>
@@ -723,6 +724,11 @@ static int cmd_serve(const struct serve_opts *o)
 		snprintf(cfg.images_file, sizeof cfg.images_file, "%s", abs);
 		setenv("CM_IMAGES", abs, 1);
 	}
+	/* one stack per data directory: a second one would share the database and the sockets
+	 * (prepare too: it resets start_container's state); `serve FILE` moves aside instead */
+	int data_lock = -1, run_lock = -1;
+	if (!o->only_migrate && (data_lock = cli_instance_claim(&cfg, o->env_file, background && !o->only_prepare)) < 0)
+		return 1;
 	char path[PATH_MAX], p2[PATH_MAX];
 	cm_config_path(&cfg, path, sizeof path, "db");
 	if (prepare_dir(cfg.data_dir, 0711, (gid_t)-1) < 0 || prepare_dir(path, 0700, (gid_t)-1) < 0)
@@ -768,10 +774,17 @@ static int cmd_serve(const struct serve_opts *o)
 		if (prepare_dir(path, i == 0 ? 0711 : 0700, (gid_t)-1) < 0)
 			return 1;
 	}
-	if (prepare_dir(cfg.run_dir, 0750, web_gid) < 0)
+	if (prepare_dir(cfg.run_dir, 0750, web_gid) < 0 || (run_lock = cli_instance_claim_run_dir(&cfg)) < 0)
 		return 1;
+	if (cli_instance_note(data_lock, cfg.http_listen) < 0 || cli_instance_note(run_lock, cfg.http_listen) < 0)
+		fprintf(stderr, "container-manager: cannot note this stack in its lock files: %s\n", strerror(errno));
 	if (cm_pathf(path, sizeof path, "%s/conf.d", cfg.run_dir) < 0 || prepare_dir(path, 0755, (gid_t)-1) < 0)
 		return 1;
+	/* a new secret at each start: nginx proves itself to the WebSocket helper with it */
+	if (cm_proxy_secret_make(cfg.run_dir, &err) < 0) {
+		fprintf(stderr, "container-manager: %s\n", err.message);
+		return 1;
+	}
 	if (cm_pathf(path, sizeof path, "%s/nginx-tmp", cfg.run_dir) < 0)
 		return 1;
 	/* (the system's nginx has its own temporary directories) */
@@ -872,6 +885,9 @@ static int cmd_serve(const struct serve_opts *o)
 		if (cm_config_path(&cfg, log_path, sizeof log_path, "log/serve.log") < 0 || daemonize(file, log_path, &report) < 0)
 			return 1;
 	}
+	/* the supervisor's pid in the lock files (the one the message of a refused stack names) */
+	if (background && (cli_instance_note(data_lock, cfg.http_listen) < 0 || cli_instance_note(run_lock, cfg.http_listen) < 0))
+		fprintf(stderr, "container-manager: cannot note this stack in its lock files: %s\n", strerror(errno));
 	/* children see the resolved data directory, so a relative CM_DATA_DIR means the same;
 	 * GET /shutdown signals this process */
 	setenv("CM_DATA_DIR", cfg.data_dir, 1);
@@ -1006,6 +1022,8 @@ static int cmd_serve(const struct serve_opts *o)
 		fprintf(stderr, "container-manager: %s stopped after %lld ms\n", kids[i].name, (long long)(cm_monotonic_ms() - t_stop));
 	}
 	close(lfd);
+	close(run_lock);
+	close(data_lock);
 	return exit_code;
 }
 

@@ -37,6 +37,7 @@ struct cm_config {
 	char allowed_origins[2048]; /* ALLOWED_ORIGINS: origins besides the service's own that may change state */
 	char allowed_hosts[2048];   /* ALLOWED_HOSTS: host names besides IP literals, localhost and server_name */
 	char apps_listen[512];      /* APPS_LISTEN: the apps' own listeners ("off" = none) */
+	char nginx_dir[PATH_MAX];   /* CM_NGINX_DIR: the system nginx's configuration, whose sites the CM_AUTH=off guard reads */
 	bool auth_off;            /* only honoured when every listener is loopback */
 	bool https_listen_default; /* CM_HTTPS_LISTEN was not set anywhere */
 };

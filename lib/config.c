@@ -2,6 +2,7 @@
 #include "config.h"
 #include "cm_config.h"
 #include "origin.h"
+#include "trust.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -16,6 +17,7 @@ static const char *const known_keys[] = {
 	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_ENTRIES", "UPLOAD_MAX_RATIO",
 	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL", "CM_IMAGES", "ALLOWED_BIND_ROOTS",
 	"ALLOWED_ORIGINS", "ALLOWED_HOSTS", "APPS_LISTEN",
+	"CM_NGINX_DIR",
 };
 
 struct kv {
@@ -366,6 +368,10 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 				return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "APPS_LISTEN",
 						  "APPS_LISTEN port %d is an API listener's: apps need a port of their own", apps[i].port);
 	}
+	if (set_str(c->nginx_dir, sizeof c->nginx_dir, GET("CM_NGINX_DIR", "/etc/nginx"), "CM_NGINX_DIR", err) < 0)
+		return -1;
+	if (c->nginx_dir[0] != '/')
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_NGINX_DIR", "CM_NGINX_DIR must be an absolute path");
 	const char *auth = GET("CM_AUTH", "on");
 	if (!strcmp(auth, "off")) {
 		char host[128];
@@ -375,6 +381,12 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		     (cm_parse_listen(c->https_listen, host, sizeof host, &port) < 0 || !cm_is_loopback_host(host))))
 			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_AUTH",
 					  "CM_AUTH=off is only allowed when every listener is on loopback");
+		/* the system nginx's sites that include this stack's snippets (the packaged one listens
+		 * on 443 of every address, whatever CM_HTTP(S)_LISTEN say) */
+		char why[400];
+		if (cm_nginx_sites_loopback(c->nginx_dir, c->run_dir, why, sizeof why) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_AUTH",
+					  "CM_AUTH=off is only allowed when every listener is on loopback: %s", why);
 		c->auth_off = true;
 	} else if (strcmp(auth, "on")) {
 		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_AUTH", "CM_AUTH must be on or off");

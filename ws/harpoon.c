@@ -779,7 +779,12 @@ static int cb_harpoon(struct lws *wsi, enum lws_callback_reasons reason, void *u
 		lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 		struct cm_error err = {0};
 		bool want_post = true;
-		if (!strcmp(uri, "/start_container"))
+		/* only nginx knows the secret (any www-data process can open the socket) */
+		if (!ws_proxy_trusted(wsi)) {
+			nr->user[0] = '\0';
+			cm_err_set(&err, 401, "auth_error", "UNTRUSTED_PROXY", NULL,
+				   "the request did not come through this stack's nginx");
+		} else if (!strcmp(uri, "/start_container"))
 			nr->kind = HK_START;
 		else if (!strcmp(uri, "/stop_container"))
 			nr->kind = HK_STOP;

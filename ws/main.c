@@ -19,6 +19,7 @@
 #include "json.h"
 #include "query.h"
 #include "origin.h"
+#include "trust.h"
 
 #include <libwebsockets.h>
 
@@ -698,6 +699,29 @@ int ws_site_check(struct lws *wsi, const struct cm_config *c, const char *method
 	return cm_site_check(c, &q, CM_CHECK_HOST | CM_CHECK_ORIGIN, err);
 }
 
+/* nginx's secret of this start (RUN_DIR/proxy.secret), read once at start */
+static char proxy_secret[CM_PROXY_SECRET_HEX + 1];
+
+bool ws_proxy_trusted(struct lws *wsi)
+{
+	char got[CM_PROXY_SECRET_HEX + 2];
+	ws_header(wsi, CM_PROXY_SECRET_LWS_HEADER, got, sizeof got);
+	bool trusted = cm_proxy_secret_ok(proxy_secret, got);
+	explicit_bzero(got, sizeof got);
+	if (!trusted) {
+		/* another www-data process, or an nginx not reloaded since the secret changed; at most
+		 * one line a minute (the secret itself is never logged) */
+		static int64_t last;
+		int64_t now = cm_monotonic_ms();
+		if (!last || now - last > 60000) {
+			last = now;
+			cm_warn("a request without this start's proxy secret was refused (401 UNTRUSTED_PROXY): not from "
+				"this stack's nginx, or nginx was not reloaded after the secret changed");
+		}
+	}
+	return trusted;
+}
+
 static bool parse_bool(const char *v, bool *out)
 {
 	if (!strcmp(v, "1") || !strcmp(v, "true"))
@@ -876,6 +900,13 @@ static struct session *session_from_request(struct lws *wsi, const char *uri, bo
 	snprintf(s->path, sizeof s->path, "%.150s", uri);
 	char qs[2048];
 	ws_header(wsi, "x-cm-query:", qs, sizeof qs);
+	/* only nginx knows the secret: the socket is open to the whole www-data group, and any
+	 * process in it could name any user */
+	if (!ws_proxy_trusted(wsi)) {
+		s->user[0] = '\0';
+		cm_err_set(err, 401, "auth_error", "UNTRUSTED_PROXY", NULL, "the request did not come through this stack's nginx");
+		return s;
+	}
 	/* nginx names the user once the application accepted the credentials; a request that
 	 * reached the socket some other way has none */
 	if (!s->user[0]) {
@@ -1389,6 +1420,11 @@ int main(int argc, char **argv)
 	}
 	struct cm_error err = {0};
 	if (cm_config_load(&cfg, env_file, &err) < 0) {
+		cm_error("%s", err.message);
+		return 1;
+	}
+	/* without the secret nothing could be told from a forgery: refuse to start */
+	if (cm_proxy_secret_load(cfg.run_dir, proxy_secret, &err) < 0) {
 		cm_error("%s", err.message);
 		return 1;
 	}

@@ -56,6 +56,9 @@ void ws_header(struct lws *wsi, const char *name, char *out, size_t outsz);
  * Returns 0, or -1 with err (421 MISDIRECTED_REQUEST, 403 CROSS_ORIGIN_REFUSED). */
 int ws_site_check(struct lws *wsi, const struct cm_config *cfg, const char *method, const char *path, bool upgrade,
 		  struct cm_error *err);
+/* True when the request carries this start's proxy secret (X-CM-Proxy-Secret), which only
+ * nginx's configuration holds; compared in constant time. */
+bool ws_proxy_trusted(struct lws *wsi);
 
 /* ---- start_container / stop_container / unlock_container / shutdown (harpoon.c) ---- */
 /* Listens on sock (group gid may connect). Returns -1 when it cannot. */
