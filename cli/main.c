@@ -712,7 +712,7 @@ static int cmd_serve(const struct serve_opts *o)
 	const char *subdirs[] = {"containers", "nginx", "log", "builds"};
 	for (size_t i = 0; i < CM_ARRAY_LEN(subdirs); i++) {
 		cm_config_path(&cfg, path, sizeof path, subdirs[i]);
-		if (prepare_dir(path, i == 0 ? 0711 : 0700, (gid_t)-1) < 0)
+		if (prepare_dir(path, 0700, (gid_t)-1) < 0)
 			return 1;
 	}
 	if (prepare_dir(cfg.run_dir, 0750, web_gid) < 0)
