@@ -63,6 +63,56 @@ def touch(*parts):
         f.write("x")
 
 
+def nonempty(d):
+    try:
+        with os.scandir(d) as it:
+            return next(it, None) is not None
+    except OSError:
+        return False
+
+
+def kill_replace(t, st, ps, cuid, cdir, prefix, when):
+    """Starts a replace=true upload-zip of N files into /app/data and SIGKILLs its worker once
+    its journal says `when` (aside: as soon as some old files are in the trash; merge: as soon
+    as the new files start going in). Returns the phase the journal had and what was left."""
+    body = mkzip(prefix, N)
+    res = {}
+
+    def upload():
+        try:
+            res["r"] = ps.post(st.url + "/containers/%s/upload-zip" % cuid, params={"path": "data", "replace": "true"},
+                               data=body, headers={"Content-Type": "application/zip"}, timeout=300)
+        except Exception as e:  # the connection breaks with the worker
+            res["e"] = e
+    th = threading.Thread(target=upload)
+    th.start()
+    before = set(os.listdir(cdir))
+    stg = wait_until(lambda: [n for n in os.listdir(cdir) if n.startswith(".upload-") and n not in before], timeout=60,
+                     interval=0.005)
+    pid = holder_pid(os.path.join(cdir, stg[0])) if stg else None
+    phase = "(none)"
+    if t.ok(pid, "the worker that owns the upload is found", stg):
+        journal = os.path.join(cdir, stg[0], "journal")
+        trash = os.path.join(cdir, stg[0].replace(".upload-", ".trash-"))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with open(journal) as f:
+                    phase = f.read().split("\n")[0]
+            except OSError:
+                phase = "(none)"
+            if phase == when and (when != "aside" or nonempty(trash)):
+                break
+            if not os.path.isdir(os.path.join(cdir, stg[0])):
+                break
+        os.kill(pid, signal.SIGKILL)
+        t.eq(phase, when, "the worker was killed with its journal at %s" % when)
+    th.join(timeout=120)
+    t.ok("r" not in res or res["r"].status_code != 200, "the killed upload was not acknowledged",
+         res.get("r") is not None and res["r"].status_code)
+    return phase, sorted(n for n in os.listdir(cdir) if n.startswith(WORK))
+
+
 def main(t):
     if os.environ.get("CM_IT_NO_SERVE") == "1":
         t.skip("private stack restarted over interrupted uploads", "no serve launcher (the installed units)")
@@ -87,37 +137,9 @@ def main(t):
                 headers={"Content-Type": "application/zip"}, timeout=300)
     t.status(r, 200, "%d old files uploaded into /app/data" % N)
 
-    # -- a worker SIGKILLed in the middle of a replace
-    body = mkzip("new", N)
-    res = {}
-
-    def upload():
-        try:
-            res["r"] = ps.post(st.url + "/containers/%s/upload-zip" % cuid, params={"path": "data", "replace": "true"},
-                               data=body, headers={"Content-Type": "application/zip"}, timeout=300)
-        except Exception as e:  # the connection may break with the worker
-            res["e"] = e
-    th = threading.Thread(target=upload)
-    th.start()
-    stg = wait_until(lambda: [n for n in os.listdir(cdir) if n.startswith(".upload-")], timeout=60, interval=0.005)
-    pid = holder_pid(os.path.join(cdir, stg[0])) if stg else None
-    phase = "none"
-    if t.ok(pid, "the worker that owns the upload is found", stg):
-        journal = os.path.join(cdir, stg[0], "journal")
-        deadline = time.monotonic() + 60
-        while not os.path.exists(journal) and time.monotonic() < deadline and os.path.isdir(os.path.join(cdir, stg[0])):
-            pass
-        os.kill(pid, signal.SIGKILL)
-        try:
-            with open(journal) as f:
-                phase = f.read().split("\n")[0]
-        except OSError:
-            phase = "(no journal)"
-    th.join(timeout=120)
-    left = sorted(n for n in os.listdir(cdir) if n.startswith(WORK))
-    t.diag("killed worker %s; journal phase %s; left %s; /app/data holds %d old and %d new" % (
-        pid, phase, left, len(old & set(os.listdir(os.path.join(app, "data")))),
-        len(new & set(os.listdir(os.path.join(app, "data"))))))
+    # -- a worker SIGKILLed in the middle of a replace: while the old files go aside
+    phase1, left1 = kill_replace(t, st, ps, cuid, cdir, "new", "aside")
+    t.diag("first kill: journal phase %s; left %s" % (phase1, left1))
 
     # -- interrupted states on disk, as a crash at each point leaves them
     mkdirs(cdir, ".upload-t342aside", "root")
@@ -156,13 +178,25 @@ def main(t):
     t.ok(wait_until(swept, timeout=30), "every dead working directory is gone, the live one is kept",
          sorted(n for n in os.listdir(cdir) if n.startswith(WORK)))
     got = set(os.listdir(os.path.join(app, "data")))
-    t.ok(got == old or got == new, "after the kill (%s) /app/data holds exactly the old or exactly the new files" % phase,
+    t.ok(got == old, "killed while the old files went aside (%s): /app/data holds exactly the old files again" % phase1,
          "old %d, new %d, other %d" % (len(got & old), len(got & new), len(got - old - new)))
     t.eq(sorted(os.listdir(os.path.join(app, "crafted"))), ["old-1", "old-2"],
          "an interrupted replace that was putting the old files aside is undone")
     t.eq(sorted(os.listdir(os.path.join(app, "crafted2"))), ["new-0", "new-1", "new-2"],
          "an interrupted replace that was moving the new files in is finished")
     os.close(lfd)
+
+    # -- killed again, this time while the new files go in: finished at the next start
+    phase2, left2 = kill_replace(t, st, ps, cuid, cdir, "new", "merge")
+    t.diag("second kill: journal phase %s; left %s" % (phase2, left2))
+    t.ok(st.stop(), "the private stack stops")
+    if not t.ok(st.start(), "and starts again", st.stderr[-1500:]):
+        return
+    t.ok(wait_until(lambda: not [n for n in os.listdir(cdir) if n.startswith(WORK)], timeout=30),
+         "no working directory is left (the formerly live one included, its lock released)", os.listdir(cdir))
+    got = set(os.listdir(os.path.join(app, "data")))
+    t.ok(got == new, "killed while the new files went in (%s): /app/data holds exactly the new files" % phase2,
+         "old %d, new %d, other %d" % (len(got & old), len(got & new), len(got - old - new)))
     # the service still works on the container after the restart
     r = ps.post(st.url + "/containers/%s/upload-zip" % cuid, params={"path": "data", "replace": "true"},
                 data=mkzip("after", 3), headers={"Content-Type": "application/zip"}, timeout=120)
