@@ -709,6 +709,8 @@ static int cmd_serve(const struct serve_opts *o)
 		return 1;
 	}
 	gid_t web_gid = gr->gr_gid;
+	/* all 0700: no other host user may traverse into the containers' files (app/ belongs to
+	 * DEFAULT_USER_UID, and Docker, as root, needs no search permission to bind it) */
 	const char *subdirs[] = {"containers", "nginx", "log", "builds"};
 	for (size_t i = 0; i < CM_ARRAY_LEN(subdirs); i++) {
 		cm_config_path(&cfg, path, sizeof path, subdirs[i]);
