@@ -314,9 +314,7 @@ void h_container_archive_put(struct cm_req *r)
 	struct push p = {.fd = -1};
 	if (cm_files_open_dirs(r, cuid, &cdir, &app, &err) < 0)
 		goto fail_drain;
-	snprintf(stg_name, sizeof stg_name, ".upload-");
 	if (cm_stage_tag(tag) < 0 || (stg = cm_stage_mkdir(cdir, ".upload-", tag)) < 0) {
-		stg_name[0] = '\0';
 		cm_files_path_error(&err, errno, ".upload");
 		goto fail_drain;
 	}
@@ -332,6 +330,7 @@ void h_container_archive_put(struct cm_req *r)
 	}
 	if (stage_body(r, stg, &t, &fd, &err) < 0)
 		goto fail_drain;
+	cm_req_drain(r); /* what follows the tar's end (its last block's padding) */
 	p.fd = fd;
 	struct cm_docker_io io = {push_read, NULL, push_body, &p};
 	long st = cm_docker_exchange(d, "PUT", path, &io, 60, &err);
