@@ -84,9 +84,9 @@ def kill_replace(t, st, ps, cuid, cdir, prefix, when):
                                data=body, headers={"Content-Type": "application/zip"}, timeout=300)
         except Exception as e:  # the connection breaks with the worker
             res["e"] = e
+    before = set(os.listdir(cdir))
     th = threading.Thread(target=upload)
     th.start()
-    before = set(os.listdir(cdir))
     stg = wait_until(lambda: [n for n in os.listdir(cdir) if n.startswith(".upload-") and n not in before], timeout=60,
                      interval=0.005)
     pid = holder_pid(os.path.join(cdir, stg[0])) if stg else None
