@@ -768,10 +768,12 @@ static int cmd_serve(const struct serve_opts *o)
 		return 1;
 	}
 	gid_t web_gid = gr->gr_gid;
+	/* all 0700: no other host user may traverse into the containers' files (app/ belongs to
+	 * DEFAULT_USER_UID, and Docker, as root, needs no search permission to bind it) */
 	const char *subdirs[] = {"containers", "nginx", "log", "builds"};
 	for (size_t i = 0; i < CM_ARRAY_LEN(subdirs); i++) {
 		cm_config_path(&cfg, path, sizeof path, subdirs[i]);
-		if (prepare_dir(path, i == 0 ? 0711 : 0700, (gid_t)-1) < 0)
+		if (prepare_dir(path, 0700, (gid_t)-1) < 0)
 			return 1;
 	}
 	if (prepare_dir(cfg.run_dir, 0750, web_gid) < 0 || (run_lock = cli_instance_claim_run_dir(&cfg)) < 0)

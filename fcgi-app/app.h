@@ -150,19 +150,11 @@ void h_image_build(struct cm_req *r);
 void h_container_commit(struct cm_req *r);
 void h_job_log(struct cm_req *r);
 /* Uploads (build contexts, app sources), shared by images.c and apps.c. */
-#define CM_MULTIPART_FIELD_MAX 65536
 /* A Content-Type a build context may be sent as (zip, tar, compressed tar). */
 bool cm_context_type(const char *ct);
-/* multipart/form-data; boundary=...: the boundary into out (1-70 characters), or false. */
-bool cm_multipart_boundary(const char *ct, char *out, size_t outsz);
 /* Streams the body into a new file DATA/builds/NAME (bounded by UPLOAD_MAX_BYTES): name gets
  * the file's name, path its path. Returns 0, or -1 with err (nothing left on disk). */
 int cm_upload_stage(struct cm_req *r, char name[40], char *path, size_t pathsz, struct cm_error *err);
-/* Replaces the spooled multipart body at path with the content of its file part (the part
- * named file_part, or else the first part with a filename); the part named field_part (when
- * not NULL) is copied into *field (NUL-terminated, at most CM_MULTIPART_FIELD_MAX bytes). */
-int cm_multipart_extract(const char *path, const char *boundary, const char *file_part, const char *field_part,
-			 struct cm_buf *field, struct cm_error *err);
 
 /* apps.c */
 void h_apps_list(struct cm_req *r);

@@ -3,14 +3,16 @@
  * plugin, as REST).
  *
  * The source arrives like a build context (images.c): a zip/tar body with the fields as query
- * parameters, or multipart/form-data with a "spec" JSON part and a "source" file part; an
- * image:REF app may send its spec as a JSON body. Everything is checked before a job is
+ * parameters, or multipart/form-data with a "source" file part and the fields as a "spec" JSON
+ * part and/or as plain form fields (curl -F name=web -F source=@src.zip); an image:REF app
+ * may send its spec as a JSON body. Each field may be given once per request. Everything is checked before a job is
  * queued, so bad input leaves no row, image or container. The route's gate (GET /_appauth,
  * nginx's auth_request) reads the app's row per request: the runner updates it only once a
  * container is healthy, which makes a rebuild's swap atomic. */
 #include "config.h"
 #include "app.h"
 #include "buildctx.h"
+#include "multipart.h"
 #include "spec.h"
 #include "store.h"
 
@@ -57,6 +59,16 @@ static bool printable(const char *s)
 /* One field, from a query parameter (text) or the JSON spec (text or, for port, a number). */
 static int spec_set(struct app_spec *s, const char *key, const char *text, const long long *num, struct cm_error *err)
 {
+	static const struct {
+		const char *key;
+		unsigned bit;
+	} bits[] = {{"name", F_NAME}, {"src", F_SRC}, {"port", F_PORT}, {"scheme", F_SCHEME},
+		    {"health", F_HEALTH}, {"lifetime", F_LIFETIME}, {"build_dir", F_BUILD_DIR}};
+	for (size_t i = 0; i < CM_ARRAY_LEN(bits); i++)
+		if (!strcmp(key, bits[i].key) && (s->given & bits[i].bit))
+			return cm_err_validation(err, "DUPLICATE_FIELD", key,
+						 "%s is given more than once (the query, the spec part and the form fields "
+						 "together may name each field once)", key);
 	if (!strcmp(key, "port")) {
 		long long v = 0;
 		char *end = NULL;
@@ -149,6 +161,41 @@ static int spec_from_json(struct app_spec *s, yajl_val v, struct cm_error *err)
 		} else if (spec_set(s, k, YAJL_IS_STRING(x) ? YAJL_GET_STRING(x) : NULL, NULL, err) < 0) {
 			return -1;
 		}
+	}
+	return 0;
+}
+
+/* The plain fields of a multipart body: a JSON "spec" part and/or each field as its own part
+ * (typed like the query: port as decimal text). A field given twice, in any two of the query,
+ * the spec and a plain part, is refused (spec_set: DUPLICATE_FIELD); so is an unknown part. */
+static int spec_from_fields(struct app_spec *s, const struct cm_mp_fields *fields, struct cm_error *err)
+{
+	for (size_t i = 0; i < fields->n; i++) {
+		const struct cm_mp_field *f = &fields->f[i];
+		if (!strcmp(f->name, "spec")) {
+			yajl_val v = cm_json_parse(f->value, f->len, err);
+			if (!v) {
+				snprintf(err->field, sizeof err->field, "spec");
+				return -1;
+			}
+			int rc = spec_from_json(s, v, err);
+			yajl_tree_free(v);
+			if (rc < 0)
+				return -1;
+			continue;
+		}
+		bool known = false;
+		for (size_t k = 0; k < CM_ARRAY_LEN(spec_keys); k++)
+			known |= !strcmp(f->name, spec_keys[k]);
+		if (!known) {
+			char shown[64];
+			cm_log_escape(shown, sizeof shown, f->name);
+			return cm_err_validation(err, "UNKNOWN_FIELD", shown,
+						 "unknown form field \"%s\" (spec, source, name, src, port, scheme, health, lifetime, "
+						 "build_dir)", shown);
+		}
+		if (spec_set(s, f->name, f->value, NULL, err) < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -367,25 +414,17 @@ static int read_input(struct cm_req *r, struct app_spec *s, char name[40], char 
 		if (cm_upload_stage(r, name, path, pathsz, &err) < 0)
 			goto fail;
 		if (multipart) {
-			struct cm_buf field = {0};
-			int rc = cm_multipart_extract(path, boundary, "source", "spec", &field, &err);
-			if (rc < 0 && !strcmp(err.code, "INVALID_MULTIPART") && field.len) {
-				/* a spec part and no file: fine for an image:REF app (checked below) */
+			struct cm_mp_fields fields;
+			int rc = cm_multipart_extract(path, boundary, "source", &fields, &err);
+			if (rc == 1) {
+				/* fields and no file: fine for an image:REF app (checked below) */
 				unlink(path);
 				path[0] = name[0] = '\0';
 				rc = 0;
 			}
-			if (rc == 0 && field.len) {
-				yajl_val v = cm_json_parse(cm_buf_str(&field), field.len, &err);
-				if (!v) {
-					snprintf(err.field, sizeof err.field, "spec");
-					rc = -1;
-				} else {
-					rc = spec_from_json(s, v, &err);
-					yajl_tree_free(v);
-				}
-			}
-			cm_buf_free(&field);
+			if (rc == 0)
+				rc = spec_from_fields(s, &fields, &err);
+			cm_mp_fields_free(&fields);
 			if (rc < 0)
 				goto fail_nodrain;
 		}
@@ -404,7 +443,7 @@ static int read_input(struct cm_req *r, struct app_spec *s, char name[40], char 
 	}
 	cm_err_validation(&err, "INVALID_CONTENT_TYPE", "Content-Type",
 			  "send the source as application/zip or application/x-tar (fields as query parameters), or as "
-			  "multipart/form-data with a \"spec\" JSON part and a \"source\" file part");
+			  "multipart/form-data with a \"source\" file part and the fields as form fields or a \"spec\" JSON part");
 fail:
 	cm_req_drain(r);
 fail_nodrain:

@@ -4,9 +4,16 @@
 #include "config.h"
 #include "app.h"
 #include "docker.h"
+#include "files.h"
+#include "paths.h"
+#include "staging.h"
+#include "tarclean.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct cm_docker docker;
 static bool docker_ready;
@@ -185,16 +192,37 @@ void h_container_archive_get(struct cm_req *r)
 	cm_buf_free(&p.errbody);
 }
 
-struct push {
+/* ---- PUT: the body is rewritten by cm_tarclean into the container's private working directory
+ * (DATA/containers/<cuid>/.upload-<tag>/body.tar, locked: lib/staging.h), and only a tar that
+ * was read to its end is sent to Docker: a refused or broken body extracts nothing. */
+
+struct body_src {
 	struct cm_req *r;
+	char buf[IO_CHUNK];
+};
+
+static ssize_t body_read(void *ud, const void **buf)
+{
+	struct body_src *b = ud;
+	int n = FCGX_GetStr(b->buf, sizeof b->buf, b->r->fr->in);
+	*buf = b->buf;
+	return n > 0 ? n : 0;
+}
+
+struct push {
+	int fd;
 	struct cm_buf body;
 };
 
 static size_t push_read(char *buf, size_t size, void *ud)
 {
 	struct push *p = ud;
-	int n = FCGX_GetStr(buf, (int)(size > (1 << 20) ? (1 << 20) : size), p->r->fr->in);
-	return n > 0 ? (size_t)n : 0;
+	for (;;) {
+		ssize_t n = read(p->fd, buf, size > (1 << 20) ? (1 << 20) : size);
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n > 0 ? (size_t)n : (n == 0 ? 0 : CURL_READFUNC_ABORT);
+	}
 }
 
 static int push_body(const char *data, size_t len, void *ud)
@@ -205,38 +233,141 @@ static int push_body(const char *data, size_t len, void *ud)
 	return 0;
 }
 
+/* Where ?path= is inside /app (the bind of the host directory): app/ and the path below it. */
+struct app_dest {
+	int app;
+	char base[4200];
+};
+
+/* Whether dir (relative to the destination) is missing on the host: Docker would make it root's. */
+static bool app_dir_missing(void *ud, const char *dir)
+{
+	struct app_dest *a = ud;
+	char rel[8500];
+	if (cm_pathf(rel, sizeof rel, "%s%s%s", a->base, a->base[0] ? "/" : "", dir) < 0)
+		return false;
+	int fd = cm_open_beneath(a->app, rel, O_PATH, 0);
+	if (fd >= 0) {
+		close(fd);
+		return false;
+	}
+	return errno == ENOENT;
+}
+
+/* Rewrites the body into stg/body.tar (t gets the counts); the fd is left at the start. */
+static int stage_body(struct cm_req *r, int stg, struct cm_tarclean *t, int *fd, struct cm_error *err)
+{
+	const struct cm_config *cfg = &r->app->cfg;
+	unsigned uid, gid;
+	cm_parse_uid(cfg->default_uid, &uid, &gid);
+	t->uid = uid;
+	t->gid = gid;
+	t->max_in = cfg->upload_max_bytes;
+	t->max_out = cfg->upload_max_unpacked;
+	t->max_entries = cfg->upload_max_entries;
+	*fd = openat(stg, "body.tar", O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (*fd < 0)
+		return cm_files_path_error(err, errno, "(archive)");
+	struct body_src *b = malloc(sizeof *b);
+	if (!b)
+		return cm_err_internal(err, "out of memory");
+	b->r = r;
+	int rc = cm_tarclean(body_read, b, *fd, t, err);
+	free(b);
+	if (rc == 0 && lseek(*fd, 0, SEEK_SET) < 0)
+		rc = cm_files_path_error(err, errno, "(archive)");
+	return rc;
+}
+
 void h_container_archive_put(struct cm_req *r)
 {
 	const char *cuid = cm_path_cuid(r);
-	if (!cuid || cm_refuse_async(r, "the archive streams to Docker while its body arrives"))
+	if (!cuid || cm_refuse_async(r, "the archive streams to Docker while its body arrives")) {
+		cm_req_drain(r);
 		return;
+	}
 	struct cm_error err = {0};
-	char path[8400];
+	char path[8400], tag[CM_STAGE_TAG_LEN], stg_name[64] = "";
 	struct cm_docker *d;
 	const char *ct = cm_req_header(r, "CONTENT_TYPE");
 	if (!ct || (strncasecmp(ct, "application/x-tar", 17) && strncasecmp(ct, "application/tar", 15))) {
+		cm_req_drain(r);
 		cm_respond_errorf(r, 400, "validation_error", "INVALID_CONTENT_TYPE", "Content-Type",
 				  "send a tar archive as Content-Type: application/x-tar");
 		return;
 	}
-	if (!(d = archive_target(r, cuid, path, sizeof path)))
+	const char *cl = cm_req_header(r, "CONTENT_LENGTH");
+	if (cl && *cl && strtoll(cl, NULL, 10) > r->app->cfg.upload_max_bytes) {
+		cm_req_drain(r);
+		cm_err_set(&err, 413, "payload_too_large", "BODY_TOO_LARGE", NULL, "the archive is larger than allowed (limit %lld)",
+			   (long long)r->app->cfg.upload_max_bytes);
+		err.limit = r->app->cfg.upload_max_bytes;
+		cm_respond_error(r, &err, NULL);
 		return;
-	struct push p = {.r = r};
+	}
+	if (!(d = archive_target(r, cuid, path, sizeof path))) {
+		cm_req_drain(r);
+		return;
+	}
+	int cdir = -1, app = -1, stg = -1, fd = -1;
+	struct cm_tarclean t = {0};
+	struct push p = {.fd = -1};
+	if (cm_files_open_dirs(r, cuid, &cdir, &app, &err) < 0)
+		goto fail_drain;
+	if (cm_stage_tag(tag) < 0 || (stg = cm_stage_mkdir(cdir, ".upload-", tag)) < 0) {
+		cm_files_path_error(&err, errno, ".upload");
+		goto fail_drain;
+	}
+	snprintf(stg_name, sizeof stg_name, ".upload-%s", tag);
+	/* into /app: the parents the archive implies are made as the container user's, not root's */
+	struct app_dest dest = {.app = app};
+	struct cm_error ignored;
+	const char *qp = cm_req_query(r, "path");
+	if (qp && !strncmp(qp, "/app", 4) && (qp[4] == '\0' || qp[4] == '/') &&
+	    cm_path_normalize(qp, dest.base, sizeof dest.base, &ignored) == 0) {
+		t.dir_missing = app_dir_missing;
+		t.dir_ud = &dest;
+	}
+	if (stage_body(r, stg, &t, &fd, &err) < 0)
+		goto fail_drain;
+	cm_req_drain(r); /* what follows the tar's end (its last block's padding) */
+	p.fd = fd;
 	struct cm_docker_io io = {push_read, NULL, push_body, &p};
 	long st = cm_docker_exchange(d, "PUT", path, &io, 60, &err);
 	if (st < 0) {
-		cm_respond_error(r, &err, NULL);
+		goto fail;
 	} else if (st == 200) {
 		yajl_gen g = cm_jg_new();
 		yajl_gen_map_open(g);
 		cm_jg_kv_str(g, "cuid", cuid);
 		cm_jg_kv_str(g, "path", cm_req_query(r, "path"));
+		cm_jg_kv_int(g, "entries", t.entries);
+		cm_jg_kv_int(g, "bytes", t.bytes);
+		/* devices, FIFOs and sockets are left out, not refused: say which */
+		cm_jg_str(g, "skipped");
+		cm_jg_raw(g, t.skipped_json.len ? cm_buf_str(&t.skipped_json) : "[]");
+		cm_jg_kv_int(g, "skipped_count", t.skipped);
 		yajl_gen_map_close(g);
-		char *body = cm_jg_finish(g);
-		cm_respond_json(r, 200, NULL, body ? body : "{}");
-		free(body);
+		cm_respond_gen(r, 200, g);
 	} else {
 		docker_status_error(r, st, cm_buf_str(&p.body), "writing the archive");
 	}
+	goto out;
+fail_drain:
+	cm_req_drain(r);
+fail:
+	cm_respond_error(r, &err, NULL);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (cdir >= 0 && stg_name[0] && cm_rm_rf_at(cdir, stg_name) < 0)
+		cm_warn("could not remove %s of %s", stg_name, cuid);
+	if (stg >= 0)
+		close(stg);
+	if (app >= 0)
+		close(app);
+	if (cdir >= 0)
+		close(cdir);
+	cm_buf_free(&t.skipped_json);
 	cm_buf_free(&p.body);
 }

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "app.h"
 #include "buildctx.h"
+#include "multipart.h"
 #include "spec.h"
 #include "store.h"
 
@@ -244,145 +245,6 @@ static int spool(struct cm_req *r, int fd, struct cm_error *err)
 	return rc;
 }
 
-/* multipart/form-data; boundary=...: the boundary into out (1-70 characters), or false. */
-bool cm_multipart_boundary(const char *ct, char *out, size_t outsz)
-{
-	if (!ct || strncasecmp(ct, "multipart/form-data", 19))
-		return false;
-	const char *b = strcasestr(ct, "boundary=");
-	if (!b)
-		return false;
-	b += 9;
-	bool quoted = *b == '"';
-	if (quoted)
-		b++;
-	size_t n = quoted ? strcspn(b, "\"") : strcspn(b, "; \t");
-	if (n == 0 || n > 70 || n >= outsz)
-		return false;
-	memcpy(out, b, n);
-	out[n] = '\0';
-	return true;
-}
-
-/* The value of param (name=, filename=) in a Content-Disposition header line. */
-static bool disposition_param(const char *h, size_t hl, const char *param, char *out, size_t outsz)
-{
-	size_t pl = strlen(param);
-	for (size_t i = 0; i + pl < hl; i++) {
-		if ((i == 0 || h[i - 1] == ' ' || h[i - 1] == ';') && !strncasecmp(h + i, param, pl) && h[i + pl] == '=') {
-			const char *v = h + i + pl + 1;
-			size_t left = hl - (i + pl + 1), n;
-			if (left && *v == '"') {
-				v++;
-				left--;
-				const char *q = memchr(v, '"', left);
-				n = q ? (size_t)(q - v) : left;
-			} else {
-				n = strcspn(v, ";\r\n");
-				if (n > left)
-					n = left;
-			}
-			if (n >= outsz)
-				n = outsz - 1;
-			memcpy(out, v, n);
-			out[n] = '\0';
-			return true;
-		}
-	}
-	return false;
-}
-
-int cm_multipart_extract(const char *path, const char *boundary, const char *file_part, const char *field_part,
-			 struct cm_buf *field, struct cm_error *err)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		if (fd >= 0)
-			close(fd);
-		return cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot read the upload");
-	}
-	size_t len = (size_t)st.st_size;
-	char *m = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
-	close(fd);
-	if (m == MAP_FAILED)
-		return cm_err_validation(err, "INVALID_MULTIPART", "body", "the multipart body is empty");
-	char delim[80];
-	int dl = snprintf(delim, sizeof delim, "--%s", boundary);
-	const char *p = memmem(m, len, delim, (size_t)dl), *end = m + len;
-	const char *best = NULL, *best_end = NULL;
-	bool best_named = false;
-	while (p && p + dl + 2 <= end) {
-		const char *q = p + dl;
-		if (q[0] == '-' && q[1] == '-')
-			break; /* the closing delimiter */
-		const char *hdr = memmem(q, (size_t)(end - q), "\r\n", 2);
-		const char *body = hdr ? memmem(hdr, (size_t)(end - hdr), "\r\n\r\n", 4) : NULL;
-		if (!body)
-			break;
-		body += 4;
-		char nd[90];
-		int nl = snprintf(nd, sizeof nd, "\r\n--%s", boundary);
-		const char *next = memmem(body, (size_t)(end - body), nd, (size_t)nl);
-		if (!next)
-			break;
-		/* the part's headers: hdr .. body-4 */
-		char name[64] = "", filename[256] = "";
-		for (const char *h = hdr + 2; h < body - 4;) {
-			const char *eol = memmem(h, (size_t)(body - 2 - h), "\r\n", 2);
-			size_t hl = eol ? (size_t)(eol - h) : (size_t)(body - 4 - h);
-			if (hl > 20 && !strncasecmp(h, "Content-Disposition:", 20)) {
-				disposition_param(h, hl, "name", name, sizeof name);
-				disposition_param(h, hl, "filename", filename, sizeof filename);
-			}
-			h += hl + 2;
-		}
-		bool named = !strcmp(name, file_part);
-		if (field_part && field && !strcmp(name, field_part) && !field->len) {
-			size_t fl = (size_t)(next - body);
-			if (fl > CM_MULTIPART_FIELD_MAX) {
-				munmap(m, len);
-				return cm_err_validation(err, "INVALID_VALUE", field_part, "the \"%s\" part is larger than %d bytes",
-							 field_part, CM_MULTIPART_FIELD_MAX);
-			}
-			if (cm_buf_append(field, body, fl) < 0 || cm_buf_puts(field, "") < 0) {
-				munmap(m, len);
-				return cm_err_internal(err, "out of memory");
-			}
-		} else if ((named && !best_named) || (!best && filename[0])) {
-			best = body;
-			best_end = next;
-			best_named = named;
-		}
-		p = next + 2;
-	}
-	int rc = 0;
-	if (!best) {
-		rc = cm_err_validation(err, "INVALID_MULTIPART", "body",
-				       "the multipart body has no file part (send the archive as the \"%s\" field)", file_part);
-	} else {
-		char tmp[PATH_MAX + 8];
-		snprintf(tmp, sizeof tmp, "%s.part", path);
-		int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		size_t n = (size_t)(best_end - best), off = 0;
-		while (out >= 0 && off < n) {
-			ssize_t w = write(out, best + off, n - off);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0)
-				break;
-			off += (size_t)w;
-		}
-		if (out < 0 || off < n || close(out) < 0 || rename(tmp, path) < 0) {
-			unlink(tmp);
-			rc = cm_err_set(err, errno == ENOSPC ? 507 : 500, "io_error", errno == ENOSPC ? "DISK_FULL" : "IO_ERROR", NULL,
-					"cannot store the build context: %s", strerror(errno));
-		}
-	}
-	munmap(m, len);
-	return rc;
-}
-
 int cm_upload_stage(struct cm_req *r, char name[40], char *path, size_t pathsz, struct cm_error *err)
 {
 	const struct cm_config *cfg = &r->app->cfg;
@@ -416,32 +278,58 @@ int cm_upload_stage(struct cm_req *r, char name[40], char *path, size_t pathsz, 
 	return rc;
 }
 
+/* The build's parameters from the multipart form fields (tag, dockerfile, build_dir), each
+ * either there or in the query, not both; another field is refused. */
+static int build_fields(struct cm_req *r, const struct cm_mp_fields *fields, char *tag, size_t tagsz, char *df, size_t dfsz,
+			char *bd, size_t bdsz, struct cm_error *err)
+{
+	for (size_t i = 0; i < fields->n; i++) {
+		const struct cm_mp_field *f = &fields->f[i];
+		char *out = !strcmp(f->name, "tag") ? tag : !strcmp(f->name, "dockerfile") ? df : !strcmp(f->name, "build_dir") ? bd : NULL;
+		size_t outsz = out == tag ? tagsz : out == df ? dfsz : bdsz;
+		char shown[64];
+		cm_log_escape(shown, sizeof shown, f->name);
+		if (!out)
+			return cm_err_validation(err, "UNKNOWN_FIELD", shown,
+						 "unknown form field \"%s\" (context, tag, dockerfile, build_dir)", shown);
+		if (cm_req_query(r, f->name))
+			return cm_err_validation(err, "DUPLICATE_FIELD", f->name,
+						 "%s is given both as a query parameter and as a form field", f->name);
+		if (f->len >= outsz)
+			return cm_err_validation(err, out == tag ? "INVALID_IMAGE_REF" : "INVALID_VALUE", f->name, "%s is too long",
+						 f->name);
+		memcpy(out, f->value, f->len + 1);
+	}
+	return 0;
+}
+
 void h_image_build(struct cm_req *r)
 {
 	struct cm_error err = {0};
 	const struct cm_config *cfg = &r->app->cfg;
-	const char *tag = cm_req_query(r, "tag");
-	char ctx_path[PATH_MAX] = "", name[40];
+	const char *qt = cm_req_query(r, "tag"), *qd = cm_req_query(r, "dockerfile"), *qb = cm_req_query(r, "build_dir");
+	char ctx_path[PATH_MAX] = "", name[40], tag[512] = "";
 	struct cm_buildctx b = {.max_unpacked = cfg->upload_max_unpacked, .max_entries = cfg->upload_max_entries};
-	if (!tag) {
+	char boundary[80];
+	bool multipart = cm_multipart_boundary(cm_req_header(r, "CONTENT_TYPE"), boundary, sizeof boundary);
+	/* without a form, the parameters are all in the query: refused before the upload is read */
+	if (!qt && !multipart) {
 		cm_err_validation(&err, "MISSING_FIELD", "tag", "give the image a name: ?tag=name[:tag]");
 		goto fail;
 	}
-	if (!cm_valid_image_ref(tag, true)) {
+	if ((qt && strlen(qt) >= sizeof tag) || (qt && !cm_valid_image_ref(qt, true))) {
 		cm_err_validation(&err, "INVALID_IMAGE_REF", "tag", "'%.80s' is not an image name (lower-case name[:tag])",
-				  cm_valid_utf8(tag, strlen(tag)) ? tag : "?");
+				  cm_valid_utf8(qt, strlen(qt)) ? qt : "?");
 		goto fail;
 	}
-	const char *df = cm_req_query(r, "dockerfile"), *bd = cm_req_query(r, "build_dir");
-	if ((df && strlen(df) >= sizeof b.dockerfile) || (bd && strlen(bd) >= sizeof b.build_dir)) {
-		cm_err_validation(&err, "INVALID_VALUE", df && strlen(df) >= sizeof b.dockerfile ? "dockerfile" : "build_dir",
+	if ((qd && strlen(qd) >= sizeof b.dockerfile) || (qb && strlen(qb) >= sizeof b.build_dir)) {
+		cm_err_validation(&err, "INVALID_VALUE", qd && strlen(qd) >= sizeof b.dockerfile ? "dockerfile" : "build_dir",
 				  "too long");
 		goto fail;
 	}
-	snprintf(b.dockerfile, sizeof b.dockerfile, "%s", df ? df : "");
-	snprintf(b.build_dir, sizeof b.build_dir, "%s", bd ? bd : "");
-	char boundary[80];
-	bool multipart = cm_multipart_boundary(cm_req_header(r, "CONTENT_TYPE"), boundary, sizeof boundary);
+	snprintf(tag, sizeof tag, "%s", qt ? qt : "");
+	snprintf(b.dockerfile, sizeof b.dockerfile, "%s", qd ? qd : "");
+	snprintf(b.build_dir, sizeof b.build_dir, "%s", qb ? qb : "");
 	if (!multipart && !cm_context_type(cm_req_header(r, "CONTENT_TYPE"))) {
 		cm_err_validation(&err, "INVALID_CONTENT_TYPE", "Content-Type",
 				  "send the build context as application/zip or application/x-tar (optionally gzip), or as the "
@@ -456,8 +344,28 @@ void h_image_build(struct cm_req *r)
 	}
 	if (cm_upload_stage(r, name, ctx_path, sizeof ctx_path, &err) < 0)
 		goto fail;
-	if (multipart && cm_multipart_extract(ctx_path, boundary, "context", NULL, NULL, &err) < 0)
-		goto fail_nodrain;
+	if (multipart) {
+		struct cm_mp_fields fields;
+		int mrc = cm_multipart_extract(ctx_path, boundary, "context", &fields, &err);
+		if (mrc == 1)
+			mrc = cm_err_validation(&err, "INVALID_MULTIPART", "body",
+						"the multipart body has no file part (send the archive as the \"context\" field)");
+		if (mrc == 0)
+			mrc = build_fields(r, &fields, tag, sizeof tag, b.dockerfile, sizeof b.dockerfile, b.build_dir,
+					   sizeof b.build_dir, &err);
+		cm_mp_fields_free(&fields);
+		if (mrc < 0)
+			goto fail_nodrain;
+		if (!tag[0]) {
+			cm_err_validation(&err, "MISSING_FIELD", "tag", "give the image a name: a tag form field or ?tag=name[:tag]");
+			goto fail_nodrain;
+		}
+		if (!cm_valid_image_ref(tag, true)) {
+			cm_err_validation(&err, "INVALID_IMAGE_REF", "tag", "'%.80s' is not an image name (lower-case name[:tag])",
+					  cm_valid_utf8(tag, strlen(tag)) ? tag : "?");
+			goto fail_nodrain;
+		}
+	}
 	if (cm_buildctx_scan(ctx_path, &b, &err) < 0)
 		goto fail_nodrain;
 	yajl_gen g = cm_jg_new();

@@ -317,7 +317,13 @@ static int app_dir(struct ctx *c, const char *cuid, char *out, size_t outsz, boo
 		return cm_err_internal(err, "path too long");
 	if (!create)
 		return 0;
-	if (cm_mkdir_p(out, 0755) < 0)
+	/* DATA/containers/<cuid> is 0700 (only this service reaches the files; Docker, as root,
+	 * binds app/); app/ itself belongs to DEFAULT_USER_UID, the container's user */
+	char *slash = strrchr(out, '/');
+	*slash = '\0';
+	int mrc = mkdir(out, 0700);
+	*slash = '/';
+	if ((mrc < 0 && errno != EEXIST) || (mkdir(out, 0755) < 0 && errno != EEXIST))
 		return cm_err_set(err, 500, "io_error", "IO_ERROR", NULL, "cannot create %s: %s", out, strerror(errno));
 	struct stat stt;
 	if (lstat(out, &stt) < 0 || !S_ISDIR(stt.st_mode))

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "metrics.h"
 #include "runner.h"
+#include "staging.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -261,10 +262,20 @@ int main(int argc, char **argv)
 		cm_error("data directory path too long");
 		return 1;
 	}
-	if (cm_mkdir_p(rn.containers_dir, 0711) < 0) {
+	if (cm_mkdir_p(rn.containers_dir, 0700) < 0) {
 		cm_error("cannot create %s: %s", rn.containers_dir, strerror(errno));
 		return 1;
 	}
+	/* no other host user may traverse into the containers' files (an older tree had 0711) */
+	if (chmod(rn.containers_dir, 0700) < 0)
+		cm_warn("cannot make %s 0700: %s", rn.containers_dir, strerror(errno));
+	/* uploads a crash or a kill left behind: finished or undone by their journals, removed;
+	 * live ones are locked by their workers and left alone (lib/staging.h) */
+	long swept = 0, recovered = 0;
+	if (cm_stage_sweep(rn.containers_dir, rn.uid, rn.gid, &swept, &recovered) < 0)
+		cm_warn("the sweep of unfinished uploads in %s did not complete", rn.containers_dir);
+	if (swept || recovered)
+		cm_info("startup: removed %ld unfinished uploads (%ld of them finished or undone by their journal)", swept, recovered);
 	pthread_mutex_init(&rn.mu, NULL);
 	pthread_cond_init(&rn.cv, NULL);
 	if (pipe2(self_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(rn.done_pipe, O_CLOEXEC | O_NONBLOCK) < 0)

@@ -1,9 +1,12 @@
 /* fuzz_zip.c: an uploaded zip through the program's own checks (central directory, entry
  * names) and libarchive's seekable zip reader, reading every entry as extraction does but
  * writing nothing; and the same bytes as a build context (zip or tar, any compression):
- * scanned, and when accepted re-packed into a tar that must read back. */
+ * scanned, and when accepted re-packed into a tar that must read back; and the same bytes as
+ * the body of PUT .../archive: rewritten by cm_tarclean, whose output must read back with
+ * every entry 1000:1000, no s-bit, no xattr and no special type. */
 #include "config.h"
 #include "buildctx.h"
+#include "tarclean.h"
 #include "zipcheck.h"
 
 #include <stdio.h>
@@ -15,6 +18,47 @@
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct mem {
+	const uint8_t *data;
+	size_t len, off;
+};
+
+/* the body arrives in small pieces, as from FastCGI */
+static ssize_t mem_read(void *ud, const void **buf)
+{
+	struct mem *m = ud;
+	size_t n = m->len - m->off > 1000 ? 1000 : m->len - m->off;
+	*buf = m->data + m->off;
+	m->off += n;
+	return (ssize_t)n;
+}
+
+static bool any_missing(void *ud, const char *dir)
+{
+	(void)ud;
+	return dir[0] != '\0';
+}
+
+static void check_clean(int out)
+{
+	struct archive *t = archive_read_new();
+	archive_read_support_format_tar(t);
+	if (lseek(out, 0, SEEK_SET) != 0 || archive_read_open_fd(t, out, 4096) != ARCHIVE_OK)
+		abort();
+	struct archive_entry *e;
+	int r;
+	while ((r = archive_read_next_header(t, &e)) == ARCHIVE_OK) {
+		mode_t ty = archive_entry_filetype(e);
+		if (archive_entry_uid(e) != 1000 || archive_entry_gid(e) != 1000 || (archive_entry_perm(e) & 07000) ||
+		    archive_entry_xattr_count(e) || archive_entry_hardlink(e) ||
+		    (ty != AE_IFREG && ty != AE_IFDIR && ty != AE_IFLNK))
+			abort();
+	}
+	if (r != ARCHIVE_EOF)
+		abort();
+	archive_read_free(t);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -74,6 +118,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (!err.message[0]) {
 		abort();
 	}
+	struct mem m = {data, size, 0};
+	int out = memfd_create("clean", MFD_CLOEXEC);
+	struct cm_tarclean tc = {.uid = 1000, .gid = 1000, .max_out = 64 << 20, .max_entries = 10000,
+				 .dir_missing = any_missing};
+	if (out >= 0) {
+		if (cm_tarclean(mem_read, &m, out, &tc, &err) == 0)
+			check_clean(out);
+		else if (!err.message[0] || err.status < 400)
+			abort();
+		close(out);
+	}
+	cm_buf_free(&tc.skipped_json);
 	close(fd);
 	return 0;
 }

@@ -104,8 +104,12 @@ def main(t):
     tagm = PREFIX + ":multipart"
     made.append(tagm)
     ctxm = mktar({"Dockerfile": "FROM %s\nRUN echo multipart > /which\n" % IMAGE})
+    # a form field the build does not take is refused, not ignored (a misspelt dockerfile= would
+    # otherwise build with the defaults)
     r = s.post("/images/build", params={"tag": tagm}, files={"note": (None, "ignored"),
                                                               "context": ("ctx.tar", ctxm, "application/x-tar")}, timeout=300)
+    check_error(t, r, 400, code="UNKNOWN_FIELD", field="note", name="a multipart body with an unknown form field")
+    r = s.post("/images/build", params={"tag": tagm}, files={"context": ("ctx.tar", ctxm, "application/x-tar")}, timeout=300)
     t.status(r, 201, "POST /images/build with a multipart body (context field)")
     t.eq(run_in(tagm, "cat", "/which"), "multipart", "the multipart context was built")
     with tempfile.NamedTemporaryFile(suffix=".zip") as zf:
