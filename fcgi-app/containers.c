@@ -43,6 +43,7 @@ int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char 
 		goto fail;
 	if (pre && pre(&app->db, ctx, &err) < 0) {
 		cm_db_rollback(&app->db);
+		r->cuid[0] = '\0'; /* nothing was queued: the answer names no container */
 		goto fail;
 	}
 	int64_t id = cm_job_insert(&app->db, kind, cuid, args, r->request_id, r->user, &err);
@@ -129,6 +130,7 @@ struct create_ctx {
 	const char *cuid;
 	struct cm_spec *spec;
 	const char *user;
+	long max_containers;
 };
 
 static int insert_container(struct cm_db *db, void *vctx, struct cm_error *err)
@@ -138,6 +140,9 @@ static int insert_container(struct cm_db *db, void *vctx, struct cm_error *err)
 				 "VALUES (?,?,?,?,?,?,?,?,?,'creating',?,?,?,?)";
 	static const char *tag = "INSERT INTO container_tags(tag, seq) SELECT value, ? FROM json_each(?)";
 	struct create_ctx *c = vctx;
+	/* counted in the transaction that inserts the row: racing creates cannot both take the last slot */
+	if (cm_container_quota(db, c->max_containers, NULL, err) < 0)
+		return -1;
 	sqlite3_stmt *st = cm_db_stmt(db, ins, err);
 	if (!st)
 		return -1;
@@ -195,7 +200,7 @@ void h_containers_create(struct cm_req *r)
 		return;
 	}
 	snprintf(r->cuid, sizeof r->cuid, "%s", cuid);
-	struct create_ctx ctx = {cuid, &spec, r->user};
+	struct create_ctx ctx = {cuid, &spec, r->user, r->app->cfg.max_containers};
 	char *result = NULL;
 	rc = cm_run_job(r, "create", cuid, "{}", 0, insert_container, &ctx, &result);
 	cm_spec_free(&spec);

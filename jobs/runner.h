@@ -26,6 +26,7 @@ struct runner {
 	volatile int docker_ok;
 	char compose_version[128];
 	char instance[17];          /* labels this database's containers: several stacks may share a dockerd */
+	char build_cgroup[64];      /* cgroup parent of every build step (BUILD_PIDS), "" = none (build.c) */
 };
 
 /* A worker thread's own connections. */
@@ -74,6 +75,9 @@ struct build_opts {
 	FILE *file;
 };
 int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, struct cm_error *err);
+/* At start (after rn->instance is known): the cgroup that carries BUILD_PIDS for every build
+ * step of this instance, in rn->build_cgroup; left "" with a warning where it cannot be made. */
+void build_limits_setup(struct ctx *c);
 /* 1 if the image exists, 0 if not, -1 with err */
 int docker_image_exists(struct ctx *c, const char *ref, struct cm_error *err);
 

@@ -34,6 +34,10 @@ struct cm_config {
 	long ws_ping_interval;       /* seconds of silence before a ping; hang up after twice that */
 	char images_file[PATH_MAX]; /* image definitions (YAML/JSON), "" = none */
 	char bind_roots[2048];      /* ALLOWED_BIND_ROOTS: host directories binds may come from, comma-separated */
+	/* capacity: what one instance may take of the host (grouped: BUILD_*, MAX_CONTAINERS) */
+	int64_t build_memory;     /* BUILD_MEMORY: memory (and memory+swap) of every image build step */
+	long build_pids;          /* BUILD_PIDS: processes of one image build (see jobs/build.c) */
+	long max_containers;      /* MAX_CONTAINERS: managed containers of this instance (REST, harpoon, apps) */
 	bool auth_off;            /* only honoured when every listener is loopback */
 	bool https_listen_default; /* CM_HTTPS_LISTEN was not set anywhere */
 };

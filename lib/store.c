@@ -93,6 +93,37 @@ int cm_store_load_spec(struct cm_db *db, const char *cuid, struct cm_spec *s, in
 	return 0;
 }
 
+int cm_container_quota(struct cm_db *db, long max, const char *except_harpoon, struct cm_error *err)
+{
+	static const char *sql =
+		"SELECT (SELECT count(*) FROM containers) "
+		"+ (SELECT count(*) FROM harpoon WHERE state IN ('starting', 'running', 'stopping') "
+		"   AND (?1 IS NULL OR image <> ?1)) "
+		"+ (SELECT count(*) FROM apps) "
+		"+ (SELECT count(*) FROM jobs WHERE kind = 'app.create' AND status IN ('queued', 'running') "
+		"   AND cuid NOT IN (SELECT 'app:' || name FROM apps))";
+	sqlite3_stmt *st = cm_db_stmt(db, sql, err);
+	if (!st)
+		return -1;
+	if (except_harpoon)
+		sqlite3_bind_text(st, 1, except_harpoon, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		cm_db_fail(db, err, "count containers");
+		sqlite3_reset(st);
+		return -1;
+	}
+	int64_t used = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (used < max)
+		return 0;
+	cm_err_set(err, 429, "limit_reached", "CONTAINER_LIMIT_REACHED", NULL,
+		   "this instance already manages %lld containers (MAX_CONTAINERS is %ld); delete some first",
+		   (long long)used, max);
+	err->limit = max;
+	err->used = used;
+	return -1;
+}
+
 int64_t cm_job_insert(struct cm_db *db, const char *kind, const char *cuid, const char *args,
 		      const char *request_id, const char *user, struct cm_error *err)
 {

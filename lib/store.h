@@ -25,6 +25,15 @@ int cm_store_emit_status(yajl_gen g, sqlite3_stmt *st);
 int cm_store_load_spec(struct cm_db *db, const char *cuid, struct cm_spec *spec, int64_t *version,
 		       char *status, size_t statussz, struct cm_error *err);
 
+/* MAX_CONTAINERS. Counts the managed containers of this instance as the database holds them:
+ * REST rows (every status, 'creating' included), harpoon definitions that have or are getting a
+ * container (except except_harpoon's own row, which the caller is about to reuse; NULL: none),
+ * apps and app creates still queued or running. Returns 0 when one more fits under max, or -1
+ * with err: 429 CONTAINER_LIMIT_REACHED (details.limit, details.used). Call it inside the write
+ * transaction (BEGIN IMMEDIATE) that inserts the row or job, so racing creates are serialised
+ * and never pass the limit together. */
+int cm_container_quota(struct cm_db *db, long max, const char *except_harpoon, struct cm_error *err);
+
 /* Jobs. cm_job_insert must run inside the caller's write transaction. */
 int64_t cm_job_insert(struct cm_db *db, const char *kind, const char *cuid, const char *args,
 		      const char *request_id, const char *user, struct cm_error *err);
