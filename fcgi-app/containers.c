@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LIST_DEFAULT 50
 #define LIST_MAX 500
@@ -29,6 +30,22 @@ const char *cm_path_cuid(struct cm_req *r)
 	return c;
 }
 
+
+struct waiter {
+	struct cm_app *app;
+	int64_t grace_end; /* monotonic ms */
+	int slot;          /* the waiter slot's fd, or -1 */
+};
+
+/* Whether a synchronous request may keep waiting: yes within the grace, then only with a slot. */
+static bool waiter_go_on(void *ud)
+{
+	struct waiter *w = ud;
+	if (w->slot >= 0 || cm_monotonic_ms() < w->grace_end)
+		return true;
+	w->slot = cm_hold_slot(w->app, CM_HOLD_WAIT);
+	return w->slot >= 0;
+}
 
 /* Queues a job (plus whatever pre does in the same transaction), waits for it and
  * returns 1 with *result on success; on failure answers the error itself and returns -1.
@@ -59,7 +76,14 @@ int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char 
 		cm_respond_job_accepted(r, id);
 		return 0;
 	}
-	if (cm_job_wait(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, &err) < 0) {
+	/* The first CM_WAIT_GRACE seconds are free (fast changes answer as they always did); a
+	 * longer wait holds a waiter slot, and without one the answer is 202 with the job. */
+	struct waiter w = {app, cm_monotonic_ms() + CM_WAIT_GRACE * 1000, -1};
+	int wrc = cm_job_wait_while(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, waiter_go_on, &w,
+				    &err);
+	if (w.slot >= 0)
+		close(w.slot);
+	if (wrc < 0) {
 		/* it outlived the wait: it carries on in the background, and the answer says where */
 		if (err.status == 408 && !strcmp(err.code, "JOB_TIMEOUT")) {
 			cm_respond_job_accepted(r, id);

@@ -235,6 +235,13 @@ static int job_ended(struct cm_db *db, int64_t id, struct cm_error *err)
 
 int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_s, struct cm_error *err)
 {
+	return cm_job_wait_while(db, runner_sock, id, timeout_s, NULL, NULL, err);
+}
+
+int cm_job_wait_while(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_s,
+		      bool (*go_on)(void *ud), void *ud, struct cm_error *err)
+{
+	bool cut = false;
 	int64_t deadline = cm_monotonic_ms() + timeout_s * 1000;
 	int64_t unreachable_since = -1;
 	for (;;) {
@@ -265,6 +272,10 @@ int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long time
 			int64_t left = deadline - cm_monotonic_ms();
 			if (left <= 0)
 				break;
+			if (go_on && !go_on(ud)) {
+				cut = true;
+				break;
+			}
 			struct pollfd p = {.fd = fd, .events = POLLIN};
 			int pr = poll(&p, 1, (int)(left > 1000 ? 1000 : left));
 			if (pr < 0 && errno != EINTR) {
@@ -291,6 +302,10 @@ int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long time
 			return -1;
 		if (e == 1)
 			return 0;
+		if (cut)
+			return cm_err_set(err, 408, "timeout", "JOB_TIMEOUT", NULL,
+					  "operation did not finish while this request could wait; it continues as job %lld",
+					  (long long)id);
 		if (cm_monotonic_ms() >= deadline)
 			break;
 		usleep(100 * 1000);

@@ -40,6 +40,10 @@ int64_t cm_job_insert(struct cm_db *db, const char *kind, const char *cuid, cons
 /* Wakes the runner and waits until job id has ended. Returns 0 when it ended, or -1 with err
  * (503 RUNNER_UNAVAILABLE when no runner took it; 408 when it did not end in time). */
 int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_s, struct cm_error *err);
+/* cm_job_wait that also asks go_on(ud) about once a second while the job runs: when it answers
+ * false the wait ends early with the same 408 JOB_TIMEOUT (the job carries on). */
+int cm_job_wait_while(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_s,
+		      bool (*go_on)(void *ud), void *ud, struct cm_error *err);
 /* Cancels job id if it is still queued, recording the error it ends with; a queued create's
  * row goes too. Returns 1 if cancelled, 0 if it was no longer queued, -1 with err. */
 int cm_job_cancel(struct cm_db *db, int64_t id, int status, const char *kind, const char *code, const char *message,
