@@ -5,6 +5,7 @@
 #include "config.h"
 #include "runner.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -273,6 +274,25 @@ void build_limits_setup(struct ctx *c)
 	snprintf(rn->build_cgroup, sizeof rn->build_cgroup, "/%s", name);
 	cm_info("image builds: memory %lld bytes per step, at most %ld processes in cgroup %s",
 		(long long)rn->cfg.build_memory, rn->cfg.build_pids, dir);
+}
+
+void build_limits_teardown(struct runner *rn)
+{
+	if (!rn->build_cgroup[0])
+		return;
+	/* Docker created the parent under every v1 hierarchy (v2: the one); rmdir removes only
+	 * empty ones, so a build still running elsewhere keeps its cgroup */
+	DIR *d = opendir("/sys/fs/cgroup");
+	struct dirent *e;
+	char p[PATH_MAX];
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] != '.' && cm_pathf(p, sizeof p, "/sys/fs/cgroup/%s%s", e->d_name, rn->build_cgroup) == 0)
+			rmdir(p);
+	}
+	if (d)
+		closedir(d);
+	if (cm_pathf(p, sizeof p, "/sys/fs/cgroup%s", rn->build_cgroup) == 0)
+		rmdir(p);
 }
 
 int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, struct cm_error *err)

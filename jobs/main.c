@@ -399,6 +399,7 @@ int main(int argc, char **argv)
 	pthread_join(aud, NULL); /* flushes the audit rows still queued */
 	/* the event and monitor threads may sit in a long Docker call; the process ends anyway */
 	unlink(rn.sock_path);
+	build_limits_teardown(&rn);
 	ctx_close(&main_ctx);
 	free(ex);
 	return 0;

@@ -78,6 +78,8 @@ int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, stru
 /* At start (after rn->instance is known): the cgroup that carries BUILD_PIDS for every build
  * step of this instance, in rn->build_cgroup; left "" with a warning where it cannot be made. */
 void build_limits_setup(struct ctx *c);
+/* At stop: removes that cgroup (in every hierarchy Docker made it in) once no build uses it. */
+void build_limits_teardown(struct runner *rn);
 /* 1 if the image exists, 0 if not, -1 with err */
 int docker_image_exists(struct ctx *c, const char *ref, struct cm_error *err);
 
