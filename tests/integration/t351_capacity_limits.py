@@ -89,6 +89,14 @@ def main(t):
     ps = st.session()
     tags = []
 
+    def purge():  # whatever a failed run left (runs before the stack stops)
+        if st.pid and not proc_gone(st.pid):
+            for (c,) in st.db_query("SELECT cuid FROM containers"):
+                ps.delete(st.url + "/containers/%s" % c, timeout=60)
+            for (a,) in st.db_query("SELECT name FROM apps"):
+                ps.delete(st.url + "/apps/%s" % a, timeout=60)
+    t.add_cleanup(purge)
+
     def rm_images():
         for tag in tags + [r[0] for r in st.db_query("SELECT DISTINCT tag FROM builds")]:
             docker_request("DELETE", "/images/%s?force=1" % urllib.parse.quote(tag, safe=""))
