@@ -179,10 +179,11 @@ void h_volume_create(struct cm_req *r);
 void h_volume_delete(struct cm_req *r);
 
 /* jobs.c: workers held for long. A request that keeps its worker for long (a log follower, a
- * wait for a job beyond CM_WAIT_GRACE seconds) first takes a slot of its pool: at most
- * WORKERS_MAX/4 followers and WORKERS_MAX/2 waiters, so that at least a quarter of the workers
- * are never held longer than CM_WAIT_GRACE by waiting, for every other request and /_auth. */
-#define CM_WAIT_GRACE 5
+ * GET /jobs/{id}?wait= beyond CM_POLL_FREE seconds, a synchronous change still waiting after
+ * SYNC_WAIT_GRACE seconds) first takes a slot of its pool: at most WORKERS_MAX/4 followers and
+ * WORKERS_MAX/2 waiters, so that at least a quarter of the workers are never held longer than
+ * those free periods by waiting, for every other request and /_auth. */
+#define CM_POLL_FREE 5
 #define CM_STR_(x) #x
 #define CM_STR(x) CM_STR_(x)
 enum cm_hold { CM_HOLD_FOLLOW, CM_HOLD_WAIT };

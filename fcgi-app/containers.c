@@ -76,9 +76,10 @@ int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char 
 		cm_respond_job_accepted(r, id);
 		return 0;
 	}
-	/* The first CM_WAIT_GRACE seconds are free (fast changes answer as they always did); a
-	 * longer wait holds a waiter slot, and without one the answer is 202 with the job. */
-	struct waiter w = {app, cm_monotonic_ms() + CM_WAIT_GRACE * 1000, -1};
+	/* The first SYNC_WAIT_GRACE seconds are free (changes that are quick, even on a loaded
+	 * host, answer as they always did); a longer wait holds a waiter slot, and without one the
+	 * answer is 202 with the job, which carries on. */
+	struct waiter w = {app, cm_monotonic_ms() + app->cfg.sync_wait_grace * 1000, -1};
 	int wrc = cm_job_wait_while(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, waiter_go_on, &w,
 				    &err);
 	if (w.slot >= 0)

@@ -210,9 +210,9 @@ void h_job_get(struct cm_req *r)
 			return;
 		sqlite3_reset(st);
 		struct cm_error err = {0};
-		/* a wait beyond CM_WAIT_GRACE holds a waiter slot (none free: 503, unless it has ended) */
+		/* a wait beyond CM_POLL_FREE holds a waiter slot (none free: 503, unless it has ended) */
 		int slot = -1;
-		if (secs > CM_WAIT_GRACE) {
+		if (secs > CM_POLL_FREE) {
 			int ended = cm_job_await(&r->app->db, r->app->runner_sock, id, 0, &err);
 			if (ended < 0) {
 				cm_respond_error(r, &err, NULL);
@@ -220,7 +220,7 @@ void h_job_get(struct cm_req *r)
 			}
 			if (!ended && (slot = cm_hold_slot(r->app, CM_HOLD_WAIT)) < 0) {
 				cm_respond_pool_full(r, CM_HOLD_WAIT, "TOO_MANY_WAITERS", "wait",
-						     "retry, or wait at most " CM_STR(CM_WAIT_GRACE) " seconds");
+						     "retry, or wait at most " CM_STR(CM_POLL_FREE) " seconds");
 				return;
 			}
 			if (ended)

@@ -38,6 +38,7 @@ struct cm_config {
 	int64_t build_memory;     /* BUILD_MEMORY: memory (and memory+swap) of every image build step */
 	long build_pids;          /* BUILD_PIDS: processes of one image build (see jobs/build.c) */
 	long max_containers;      /* MAX_CONTAINERS: managed containers of this instance (REST, harpoon, apps) */
+	long sync_wait_grace;     /* SYNC_WAIT_GRACE: seconds a synchronous change waits without a waiter slot */
 	bool auth_off;            /* only honoured when every listener is loopback */
 	bool https_listen_default; /* CM_HTTPS_LISTEN was not set anywhere */
 };

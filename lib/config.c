@@ -15,7 +15,7 @@ static const char *const known_keys[] = {
 	"CURSOR_TTL", "JOB_TIMEOUT", "CM_AUTH", "CM_RUN_DIR", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_ENTRIES", "UPLOAD_MAX_RATIO",
 	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL", "CM_IMAGES", "ALLOWED_BIND_ROOTS",
 	/* capacity */
-	"BUILD_MEMORY", "BUILD_PIDS", "MAX_CONTAINERS",
+	"BUILD_MEMORY", "BUILD_PIDS", "MAX_CONTAINERS", "SYNC_WAIT_GRACE",
 };
 
 struct kv {
@@ -257,6 +257,7 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		/* capacity */
 		{"BUILD_PIDS", "1024", 16, 4194304, &c->build_pids},
 		{"MAX_CONTAINERS", "1000", 1, 1000000, &c->max_containers},
+		{"SYNC_WAIT_GRACE", "30", 1, 3600, &c->sync_wait_grace},
 	};
 	for (size_t i = 0; i < CM_ARRAY_LEN(longs); i++) {
 		if (parse_long(GET(longs[i].key, longs[i].def), longs[i].lo, longs[i].hi, longs[i].dst) < 0)

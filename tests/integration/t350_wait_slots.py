@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""t350 wait slots: long waits cannot pin the worker pool (private stack, WORKERS_MAX=4). Six
-synchronous stops of containers that ignore SIGTERM (jobs of ~25 s) are sent at once, more
-than the workers: the first CM_WAIT_GRACE (5) seconds of every wait are free, then a wait needs
-one of the WORKERS_MAX/2 waiter slots, so exactly two keep waiting and the other four answer 202
-with their job at about 5 s. While those two hang: 20 GET /healthz and 20 authenticated GETs
+"""t350 wait slots: long waits cannot pin the worker pool (private stack, WORKERS_MAX=4,
+SYNC_WAIT_GRACE=5). Six synchronous stops of containers that ignore SIGTERM (jobs of ~25 s) are
+sent at once, more than the workers: the first SYNC_WAIT_GRACE seconds of every wait are free,
+then a wait needs one of the WORKERS_MAX/2 waiter slots, so exactly two keep waiting and the
+other four answer 202 with their job after those 5 s. While those two hang: 20 GET /healthz and 20 authenticated GETs
 answer in under a second each, a fast synchronous create still answers 201, GET /jobs/{id}?wait=60
 on a running job is 503 TOO_MANY_WAITERS with Retry-After (a wait of 5 s or less needs no slot;
 an ended job answers at once), and every job still ends as it should in Docker."""
@@ -25,7 +25,8 @@ def main(t):
         t.skip("private stack with WORKERS_MAX=4", "no serve launcher (the installed units)")
         return
     base = tempfile.mkdtemp(prefix="t350.", dir=os.environ.get("CM_IT_TMP") or None)
-    st = PrivateStack(base, ["WORKERS_MIN=4", "WORKERS_MAX=4", "RUNNER_THREADS=10", "BOOT_COMMAND=\"sleep 3600\"",
+    st = PrivateStack(base, ["WORKERS_MIN=4", "WORKERS_MAX=4", "RUNNER_THREADS=10", "SYNC_WAIT_GRACE=%d" % CM_WAIT_GRACE,
+                             "BOOT_COMMAND=\"sleep 3600\"",
                              "DEFAULT_USER_UID=1000:1000"])
     t.add_cleanup(st.stop)
     if not t.ok(st.start(), "private stack with WORKERS_MAX=4 (2 waiter slots)", st.stderr[-1500:]):
@@ -122,7 +123,7 @@ def main(t):
         r = ps.get(st.url + "/jobs/%s?wait=2" % jid, timeout=10)
         el = time.monotonic() - a
         t.ok(r.status_code == 200 and (jbody(r) or {}).get("status") == "running" and 1.8 <= el < 4,
-             "?wait=2 (within the free %d s) needs no slot: 200, still running, after %.2f s" % (CM_WAIT_GRACE, el),
+             "?wait=2 (within the free 5 s of a poll) needs no slot: 200, still running, after %.2f s" % el,
              body_text(r))
         done = (ps.get(st.url + "/jobs?kind=create&limit=1", timeout=10).json().get("jobs") or [{}])[0].get("id")
         a = time.monotonic()
@@ -149,7 +150,7 @@ def main(t):
     t.ok(st.stop(), "the private stack stops")
 
 
-CM_WAIT_GRACE = 5
+CM_WAIT_GRACE = 5  # SYNC_WAIT_GRACE of the private stack
 
 if __name__ == "__main__":
     run(main)

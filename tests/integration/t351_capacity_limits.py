@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """t351 capacity limits (private stack: MAX_CONTAINERS=5, BUILD_MEMORY=96m, BUILD_PIDS=40):
-  - bad BUILD_MEMORY / BUILD_PIDS / MAX_CONTAINERS refuse to start, naming the setting
+  - bad BUILD_MEMORY / BUILD_PIDS / MAX_CONTAINERS / SYNC_WAIT_GRACE refuse to start, naming it
   - every image build is confined: a RUN step of POST /images/build and of a harpoon
     definition's build reads its cgroup's memory limit (96m); a RUN step that forks 80
     processes fails with "can't fork" while one that forks 10 builds
@@ -61,7 +61,8 @@ def main(t):
 
     # -- settings are validated at start
     for i, (line, key) in enumerate((("BUILD_MEMORY=lots", "BUILD_MEMORY"), ("BUILD_MEMORY=1m", "BUILD_MEMORY"),
-                                     ("BUILD_PIDS=abc", "BUILD_PIDS"), ("MAX_CONTAINERS=0", "MAX_CONTAINERS"))):
+                                     ("BUILD_PIDS=abc", "BUILD_PIDS"), ("MAX_CONTAINERS=0", "MAX_CONTAINERS"),
+                                     ("SYNC_WAIT_GRACE=0", "SYNC_WAIT_GRACE"))):
         d = os.path.join(root, "bad%d" % i)
         os.makedirs(d)
         bad = PrivateStack(d, [line, "BOOT_COMMAND=\"sleep 3600\""])
