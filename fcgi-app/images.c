@@ -17,7 +17,6 @@
 #include <string.h>
 #include <strings.h>
 #include <limits.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
