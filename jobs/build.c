@@ -235,7 +235,10 @@ static int write_small(const char *path, const char *text)
 	return w == (ssize_t)n ? 0 : -1;
 }
 
-void build_limits_setup(struct ctx *c)
+static pthread_mutex_t limits_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool limits_known; /* Docker's cgroup driver has been learnt (under limits_mu) */
+
+static void limits_setup_locked(struct ctx *c)
 {
 	struct runner *rn = c->rn;
 	rn->build_cgroup[0] = '\0';
@@ -253,9 +256,12 @@ void build_limits_setup(struct ctx *c)
 			yajl_tree_free(v);
 	}
 	cm_buf_free(&r);
+	if (!driver[0])
+		return; /* Docker did not answer: asked again before the next build */
+	limits_known = true;
 	if (strcmp(driver, "cgroupfs")) {
 		cm_warn("BUILD_PIDS is not applied: Docker's cgroup driver is '%s', not cgroupfs (builds are bounded by "
-			"BUILD_MEMORY only)", driver[0] ? driver : "unknown");
+			"BUILD_MEMORY only)", driver);
 		return;
 	}
 	char name[sizeof rn->build_cgroup], dir[PATH_MAX], file[PATH_MAX], val[32];
@@ -274,6 +280,22 @@ void build_limits_setup(struct ctx *c)
 	snprintf(rn->build_cgroup, sizeof rn->build_cgroup, "/%s", name);
 	cm_info("image builds: memory %lld bytes per step, at most %ld processes in cgroup %s",
 		(long long)rn->cfg.build_memory, rn->cfg.build_pids, dir);
+}
+
+/* build_limits_setup, then a copy of the cgroup parent ("" = none) taken under the lock */
+static void limits_current(struct ctx *c, char *out, size_t outsz)
+{
+	pthread_mutex_lock(&limits_mu);
+	if (!limits_known)
+		limits_setup_locked(c);
+	snprintf(out, outsz, "%s", c->rn->build_cgroup);
+	pthread_mutex_unlock(&limits_mu);
+}
+
+void build_limits_setup(struct ctx *c)
+{
+	char unused[sizeof c->rn->build_cgroup];
+	limits_current(c, unused, sizeof unused);
 }
 
 void build_limits_teardown(struct runner *rn)
@@ -309,12 +331,15 @@ int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, stru
 		cm_buf_puts(&path, "&labels=");
 		cm_buf_urlenc(&path, o->labels_json);
 	}
-	/* every RUN step's container: BUILD_MEMORY with no swap beyond it, and BUILD_PIDS (above) */
+	/* every RUN step's container: BUILD_MEMORY with no swap beyond it, and BUILD_PIDS (above;
+	 * set up at start, or now when Docker did not answer then) */
+	char cgroup[sizeof c->rn->build_cgroup];
+	limits_current(c, cgroup, sizeof cgroup);
 	cm_buf_printf(&path, "&memory=%lld&memswap=%lld", (long long)c->rn->cfg.build_memory,
 		      (long long)c->rn->cfg.build_memory);
-	if (c->rn->build_cgroup[0]) {
+	if (cgroup[0]) {
 		cm_buf_puts(&path, "&cgroupparent=");
-		cm_buf_urlenc(&path, c->rn->build_cgroup);
+		cm_buf_urlenc(&path, cgroup);
 	}
 	struct build_io b = {.c = c, .mem = o->mem, .len = o->mem_len, .file = o->file, .build_id = bid};
 	struct cm_docker_io io = {.read = b_read, .body = b_body, .ud = &b};

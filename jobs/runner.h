@@ -75,8 +75,10 @@ struct build_opts {
 	FILE *file;
 };
 int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, struct cm_error *err);
-/* At start (after rn->instance is known): the cgroup that carries BUILD_PIDS for every build
- * step of this instance, in rn->build_cgroup; left "" with a warning where it cannot be made. */
+/* At start (after rn->instance is known), and before a build until Docker has answered once:
+ * the cgroup that carries BUILD_PIDS for every build step of this instance, in
+ * rn->build_cgroup (written once, under a lock); left "" with a warning where it cannot be
+ * made. Thread-safe. */
 void build_limits_setup(struct ctx *c);
 /* At stop: removes that cgroup (in every hierarchy Docker made it in) once no build uses it. */
 void build_limits_teardown(struct runner *rn);
