@@ -171,6 +171,23 @@ void h_volume_get(struct cm_req *r);
 void h_volume_create(struct cm_req *r);
 void h_volume_delete(struct cm_req *r);
 
+/* jobs.c: workers held for long. A request that keeps its worker for long (a log follower, a
+ * GET /jobs/{id}?wait= beyond CM_POLL_FREE seconds, a synchronous change still waiting after
+ * SYNC_WAIT_GRACE seconds) first takes a slot of its pool: at most WORKERS_MAX/4 followers and
+ * WORKERS_MAX/2 waiters, so that at least a quarter of the workers are never held longer than
+ * those free periods by waiting, for every other request and /_auth. */
+#define CM_POLL_FREE 5
+#define CM_STR_(x) #x
+#define CM_STR(x) CM_STR_(x)
+enum cm_hold { CM_HOLD_FOLLOW, CM_HOLD_WAIT };
+/* Slots in pool (at least 1). */
+int cm_hold_slots(const struct cm_app *app, enum cm_hold pool);
+/* A free slot of pool: an fd the caller closes when done (the slot is freed when the worker
+ * closes it or dies), or -1 when every slot is taken. */
+int cm_hold_slot(const struct cm_app *app, enum cm_hold pool);
+/* Answers 503 (code, field) with Retry-After: 5 for a request that found its pool full. */
+void cm_respond_pool_full(struct cm_req *r, enum cm_hold pool, const char *code, const char *field, const char *hint);
+
 /* jobs.c */
 /* 202 with {job_id, status_url, status} and Location: the job runs in the background. */
 void cm_respond_job_accepted(struct cm_req *r, int64_t id);

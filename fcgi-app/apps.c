@@ -377,6 +377,21 @@ static int check_exists(struct cm_db *db, void *ctx, struct cm_error *err)
 	return app_presence(db, ctx, true, err);
 }
 
+/* A new app is a new container: check_free, then MAX_CONTAINERS (429 CONTAINER_LIMIT_REACHED),
+ * counted in the transaction that queues its create job. */
+struct new_app {
+	const char *name;
+	long max_containers;
+};
+
+static int check_new_app(struct cm_db *db, void *ctx, struct cm_error *err)
+{
+	struct new_app *n = ctx;
+	if (check_free(db, (void *)n->name, err) < 0)
+		return -1;
+	return cm_container_quota(db, n->max_containers, NULL, err);
+}
+
 /* The lowest tcp port of an image's Config.ExposedPorts ({"8080/tcp": {}}), or 0. */
 static long exposed_port(yajl_val image)
 {
@@ -552,7 +567,8 @@ static void create_or_update(struct cm_req *r, const char *path_name_or_null)
 	} else {
 		/* a clash named in the query is refused before the upload is read */
 		const char *qn = cm_req_query(r, "name");
-		if (qn && cm_valid_app_name(qn) && check_free(&r->app->db, (void *)qn, &err) < 0) {
+		struct new_app qa = {qn, r->app->cfg.max_containers};
+		if (qn && cm_valid_app_name(qn) && check_new_app(&r->app->db, &qa, &err) < 0) {
 			cm_req_drain(r);
 			cm_respond_error(r, &err, NULL);
 			return;
@@ -569,7 +585,8 @@ static void create_or_update(struct cm_req *r, const char *path_name_or_null)
 		cm_err_validation(&err, "MISSING_FIELD", "name", "name is required");
 		goto fail;
 	}
-	if (!update && check_free(&r->app->db, s.name, &err) < 0)
+	struct new_app na = {s.name, r->app->cfg.max_containers};
+	if (!update && check_new_app(&r->app->db, &na, &err) < 0)
 		goto fail;
 	char dockerfile[1024] = "";
 	long port = 0;
@@ -590,7 +607,7 @@ static void create_or_update(struct cm_req *r, const char *path_name_or_null)
 	snprintf(key, sizeof key, "app:%s", s.name);
 	char *result = NULL;
 	int rc = args ? cm_run_job(r, update ? "app.update" : "app.create", key, args, APP_BUILD_WAIT,
-				   update ? check_exists : check_free, s.name, &result)
+				   update ? check_exists : check_new_app, update ? (void *)s.name : (void *)&na, &result)
 		      : -1;
 	free(args);
 	free(result);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LIST_DEFAULT 50
 #define LIST_MAX 500
@@ -30,6 +31,22 @@ const char *cm_path_cuid(struct cm_req *r)
 }
 
 
+struct waiter {
+	struct cm_app *app;
+	int64_t grace_end; /* monotonic ms */
+	int slot;          /* the waiter slot's fd, or -1 */
+};
+
+/* Whether a synchronous request may keep waiting: yes within the grace, then only with a slot. */
+static bool waiter_go_on(void *ud)
+{
+	struct waiter *w = ud;
+	if (w->slot >= 0 || cm_monotonic_ms() < w->grace_end)
+		return true;
+	w->slot = cm_hold_slot(w->app, CM_HOLD_WAIT);
+	return w->slot >= 0;
+}
+
 /* Queues a job (plus whatever pre does in the same transaction), waits for it and
  * returns 1 with *result on success; on failure answers the error itself and returns -1.
  * Returns 0 when it answered 202 with the job: asked to run in the background, or the job
@@ -43,6 +60,7 @@ int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char 
 		goto fail;
 	if (pre && pre(&app->db, ctx, &err) < 0) {
 		cm_db_rollback(&app->db);
+		r->cuid[0] = '\0'; /* nothing was queued: the answer names no container */
 		goto fail;
 	}
 	int64_t id = cm_job_insert(&app->db, kind, cuid, args, r->request_id, r->user, &err);
@@ -58,7 +76,15 @@ int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char 
 		cm_respond_job_accepted(r, id);
 		return 0;
 	}
-	if (cm_job_wait(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, &err) < 0) {
+	/* The first SYNC_WAIT_GRACE seconds are free (changes that are quick, even on a loaded
+	 * host, answer as they always did); a longer wait holds a waiter slot, and without one the
+	 * answer is 202 with the job, which carries on. */
+	struct waiter w = {app, cm_monotonic_ms() + app->cfg.sync_wait_grace * 1000, -1};
+	int wrc = cm_job_wait_while(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, waiter_go_on, &w,
+				    &err);
+	if (w.slot >= 0)
+		close(w.slot);
+	if (wrc < 0) {
 		/* it outlived the wait: it carries on in the background, and the answer says where */
 		if (err.status == 408 && !strcmp(err.code, "JOB_TIMEOUT")) {
 			cm_respond_job_accepted(r, id);
@@ -129,6 +155,7 @@ struct create_ctx {
 	const char *cuid;
 	struct cm_spec *spec;
 	const char *user;
+	long max_containers;
 };
 
 static int insert_container(struct cm_db *db, void *vctx, struct cm_error *err)
@@ -138,6 +165,9 @@ static int insert_container(struct cm_db *db, void *vctx, struct cm_error *err)
 				 "VALUES (?,?,?,?,?,?,?,?,?,'creating',?,?,?,?)";
 	static const char *tag = "INSERT INTO container_tags(tag, seq) SELECT value, ? FROM json_each(?)";
 	struct create_ctx *c = vctx;
+	/* counted in the transaction that inserts the row: racing creates cannot both take the last slot */
+	if (cm_container_quota(db, c->max_containers, NULL, err) < 0)
+		return -1;
 	sqlite3_stmt *st = cm_db_stmt(db, ins, err);
 	if (!st)
 		return -1;
@@ -195,7 +225,7 @@ void h_containers_create(struct cm_req *r)
 		return;
 	}
 	snprintf(r->cuid, sizeof r->cuid, "%s", cuid);
-	struct create_ctx ctx = {cuid, &spec, r->user};
+	struct create_ctx ctx = {cuid, &spec, r->user, r->app->cfg.max_containers};
 	char *result = NULL;
 	rc = cm_run_job(r, "create", cuid, "{}", 0, insert_container, &ctx, &result);
 	cm_spec_free(&spec);

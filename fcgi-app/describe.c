@@ -170,7 +170,7 @@ static const char *reason(int status)
 	case 413: return "The body is too large";
 	case 416: return "Range not satisfiable";
 	case 422: return "Impossible in the current state, or Docker could not do it";
-	case 429: return "Too many failed logins from this address";
+	case 429: return "Too many failed logins from this address, or a capacity limit (MAX_CONTAINERS) reached";
 	case 500: return "Docker or the service failed";
 	case 503: return "The database, the runner or Docker is unavailable; retry";
 	case 507: return "The disk is full";

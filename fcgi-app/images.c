@@ -18,7 +18,6 @@
 #include <string.h>
 #include <strings.h>
 #include <limits.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -478,29 +477,15 @@ fail:
 	cm_respond_error(r, &err, NULL);
 }
 
-/* A follower holds a worker for as long as it reads, so at most a quarter of WORKERS_MAX
- * workers follow at once (an flock on one of RUN_DIR/follow.N.lock, released when the
- * worker closes it or dies); the others always stay free for the rest of the API. */
+/* A follower holds a worker for as long as it reads: it takes a slot of the followers' pool
+ * (cm_hold_slot: WORKERS_MAX/4 of them); the other workers stay free for the rest of the API. */
 static int follow_slot(struct cm_req *r)
 {
-	int slots = r->app->cfg.workers_max / 4;
-	if (slots < 1)
-		slots = 1;
-	for (int i = 0; i < slots; i++) {
-		char p[PATH_MAX + 32];
-		snprintf(p, sizeof p, "%s/follow.%d.lock", r->app->cfg.run_dir, i);
-		int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (fd < 0)
-			continue;
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			return fd;
-		close(fd);
-	}
-	struct cm_error err;
-	cm_err_set(&err, 503, "unavailable", "TOO_MANY_FOLLOWERS", "follow",
-		   "%d clients already follow job logs; retry, or read the log without follow", slots);
-	cm_respond_error(r, &err, "Retry-After: 5\r\n");
-	return -1;
+	int fd = cm_hold_slot(r->app, CM_HOLD_FOLLOW);
+	if (fd < 0)
+		cm_respond_pool_full(r, CM_HOLD_FOLLOW, "TOO_MANY_FOLLOWERS", "follow",
+				     "retry, or read the log without follow");
+	return fd;
 }
 
 /* GET /jobs/{id}/log: a build job's output so far (text); ?follow=1 streams it until the job ends. */

@@ -6,9 +6,13 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #define LIST_DEFAULT 50
 #define LIST_MAX 500
@@ -80,6 +84,41 @@ static void emit_job(yajl_gen g, sqlite3_stmt *st)
 	kv_time_or_null(g, st, J_FINISHED, "finished_at");
 	cm_jg_kv_str(g, "status_url", url);
 	yajl_gen_map_close(g);
+}
+
+/* ---- pools of held workers: an flock on one of RUN_DIR/POOL.N.lock ---- */
+
+int cm_hold_slots(const struct cm_app *app, enum cm_hold pool)
+{
+	int n = pool == CM_HOLD_FOLLOW ? app->cfg.workers_max / 4 : app->cfg.workers_max / 2;
+	return n < 1 ? 1 : n;
+}
+
+int cm_hold_slot(const struct cm_app *app, enum cm_hold pool)
+{
+	const char *name = pool == CM_HOLD_FOLLOW ? "follow" : "wait";
+	int slots = cm_hold_slots(app, pool);
+	for (int i = 0; i < slots; i++) {
+		char p[PATH_MAX];
+		if (cm_pathf(p, sizeof p, "%s/%s.%d.lock", app->cfg.run_dir, name, i) < 0)
+			return -1;
+		int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return fd;
+		close(fd);
+	}
+	return -1;
+}
+
+void cm_respond_pool_full(struct cm_req *r, enum cm_hold pool, const char *code, const char *field, const char *hint)
+{
+	struct cm_error err;
+	cm_err_set(&err, 503, "unavailable", code, field, "%d requests already %s; %s", cm_hold_slots(r->app, pool),
+		   pool == CM_HOLD_FOLLOW ? "follow job logs" : "wait for jobs", hint);
+	err.limit = cm_hold_slots(r->app, pool);
+	cm_respond_error(r, &err, "Retry-After: 5\r\n");
 }
 
 void cm_respond_job_accepted(struct cm_req *r, int64_t id)
@@ -171,7 +210,26 @@ void h_job_get(struct cm_req *r)
 			return;
 		sqlite3_reset(st);
 		struct cm_error err = {0};
-		if (cm_job_await(&r->app->db, r->app->runner_sock, id, (long)(secs * 1000), &err) < 0) {
+		/* a wait beyond CM_POLL_FREE holds a waiter slot (none free: 503, unless it has ended) */
+		int slot = -1;
+		if (secs > CM_POLL_FREE) {
+			int ended = cm_job_await(&r->app->db, r->app->runner_sock, id, 0, &err);
+			if (ended < 0) {
+				cm_respond_error(r, &err, NULL);
+				return;
+			}
+			if (!ended && (slot = cm_hold_slot(r->app, CM_HOLD_WAIT)) < 0) {
+				cm_respond_pool_full(r, CM_HOLD_WAIT, "TOO_MANY_WAITERS", "wait",
+						     "retry, or wait at most " CM_STR(CM_POLL_FREE) " seconds");
+				return;
+			}
+			if (ended)
+				secs = 0;
+		}
+		int rc = cm_job_await(&r->app->db, r->app->runner_sock, id, (long)(secs * 1000), &err);
+		if (slot >= 0)
+			close(slot);
+		if (rc < 0) {
 			cm_respond_error(r, &err, NULL);
 			return;
 		}

@@ -5,8 +5,12 @@
 #include "config.h"
 #include "runner.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define BUILD_LOG_MAX (1 << 20)
@@ -209,6 +213,110 @@ int docker_image_exists(struct ctx *c, const char *tag, struct cm_error *err)
 }
 
 
+/* BUILD_PIDS. The Engine API's (classic) /build takes memory, memswap, cpu shares, ulimits and
+ * cgroupparent but no pids limit. ulimits nproc (RLIMIT_NPROC) is no substitute: the kernel does
+ * not apply it to uid 0, which RUN steps usually are, and for other uids it counts every process
+ * of that uid on the host. So every build step's container is created under a cgroup parent of
+ * this instance, "cm-build-INSTANCE", whose pids.max is BUILD_PIDS: the processes of the
+ * instance's builds running at once are bounded together (a fork bomb in a RUN step fails with
+ * "can't fork"). That needs Docker's cgroupfs driver and a cgroup hierarchy this process may
+ * write (a runner as root; the packaged units' ProtectControlGroups forbids it): elsewhere the
+ * builds run without it, bounded by BUILD_MEMORY, and the runner says so at start. */
+static int write_small(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	size_t n = strlen(text);
+	ssize_t w = write(fd, text, n);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return w == (ssize_t)n ? 0 : -1;
+}
+
+static pthread_mutex_t limits_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool limits_known; /* Docker's cgroup driver has been learnt (under limits_mu) */
+
+static void limits_setup_locked(struct ctx *c)
+{
+	struct runner *rn = c->rn;
+	rn->build_cgroup[0] = '\0';
+	struct cm_buf r = {.limit = 4 << 20};
+	struct cm_error err = {0};
+	char driver[32] = "", version[8] = "1";
+	if (cm_docker_call(&c->docker, "GET", "/info", NULL, &r, 30, &err) == 200) {
+		yajl_val v = cm_json_parse(cm_buf_str(&r), r.len, &err);
+		const char *d = v ? cm_json_get_str(v, "CgroupDriver") : NULL;
+		const char *ver = v ? cm_json_get_str(v, "CgroupVersion") : NULL;
+		snprintf(driver, sizeof driver, "%s", d ? d : "");
+		if (ver)
+			snprintf(version, sizeof version, "%s", ver);
+		if (v)
+			yajl_tree_free(v);
+	}
+	cm_buf_free(&r);
+	if (!driver[0])
+		return; /* Docker did not answer: asked again before the next build */
+	limits_known = true;
+	if (strcmp(driver, "cgroupfs")) {
+		cm_warn("BUILD_PIDS is not applied: Docker's cgroup driver is '%s', not cgroupfs (builds are bounded by "
+			"BUILD_MEMORY only)", driver);
+		return;
+	}
+	char name[sizeof rn->build_cgroup], dir[PATH_MAX], file[PATH_MAX], val[32];
+	bool v2 = !strcmp(version, "2");
+	if (cm_pathf(name, sizeof name, "cm-build-%s", rn->instance) < 0 ||
+	    cm_pathf(dir, sizeof dir, "/sys/fs/cgroup/%s%s", v2 ? "" : "pids/", name) < 0 ||
+	    cm_pathf(file, sizeof file, "%s/pids.max", dir) < 0)
+		return;
+	snprintf(val, sizeof val, "%ld\n", rn->cfg.build_pids);
+	if ((mkdir(dir, 0755) < 0 && errno != EEXIST) || write_small(file, val) < 0) {
+		cm_warn("BUILD_PIDS is not applied: cannot set up the cgroup %s: %s (builds are bounded by BUILD_MEMORY "
+			"only)", dir, strerror(errno));
+		return;
+	}
+	/* Docker joins the parent's path under every controller's hierarchy */
+	snprintf(rn->build_cgroup, sizeof rn->build_cgroup, "/%s", name);
+	cm_info("image builds: memory %lld bytes per step, at most %ld processes in cgroup %s",
+		(long long)rn->cfg.build_memory, rn->cfg.build_pids, dir);
+}
+
+/* build_limits_setup, then a copy of the cgroup parent ("" = none) taken under the lock */
+static void limits_current(struct ctx *c, char *out, size_t outsz)
+{
+	pthread_mutex_lock(&limits_mu);
+	if (!limits_known)
+		limits_setup_locked(c);
+	snprintf(out, outsz, "%s", c->rn->build_cgroup);
+	pthread_mutex_unlock(&limits_mu);
+}
+
+void build_limits_setup(struct ctx *c)
+{
+	char unused[sizeof c->rn->build_cgroup];
+	limits_current(c, unused, sizeof unused);
+}
+
+void build_limits_teardown(struct runner *rn)
+{
+	if (!rn->build_cgroup[0])
+		return;
+	/* Docker created the parent under every v1 hierarchy (v2: the one); rmdir removes only
+	 * empty ones, so a build still running elsewhere keeps its cgroup */
+	DIR *d = opendir("/sys/fs/cgroup");
+	struct dirent *e;
+	char p[PATH_MAX];
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] != '.' && cm_pathf(p, sizeof p, "/sys/fs/cgroup/%s%s", e->d_name, rn->build_cgroup) == 0)
+			rmdir(p);
+	}
+	if (d)
+		closedir(d);
+	if (cm_pathf(p, sizeof p, "/sys/fs/cgroup%s", rn->build_cgroup) == 0)
+		rmdir(p);
+}
+
 int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, struct cm_error *err)
 {
 	int64_t bid = build_row(c, o->name, o->hash, o->tag, err);
@@ -222,6 +330,16 @@ int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, stru
 	if (o->labels_json) {
 		cm_buf_puts(&path, "&labels=");
 		cm_buf_urlenc(&path, o->labels_json);
+	}
+	/* every RUN step's container: BUILD_MEMORY with no swap beyond it, and BUILD_PIDS (above;
+	 * set up at start, or now when Docker did not answer then) */
+	char cgroup[sizeof c->rn->build_cgroup];
+	limits_current(c, cgroup, sizeof cgroup);
+	cm_buf_printf(&path, "&memory=%lld&memswap=%lld", (long long)c->rn->cfg.build_memory,
+		      (long long)c->rn->cfg.build_memory);
+	if (cgroup[0]) {
+		cm_buf_puts(&path, "&cgroupparent=");
+		cm_buf_urlenc(&path, cgroup);
 	}
 	struct build_io b = {.c = c, .mem = o->mem, .len = o->mem_len, .file = o->file, .build_id = bid};
 	struct cm_docker_io io = {.read = b_read, .body = b_body, .ud = &b};

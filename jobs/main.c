@@ -305,6 +305,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 8; i++)
 		snprintf(rn.instance + 2 * i, 3, "%02x", inst[i]);
 	detect_compose(&rn);
+	build_limits_setup(&main_ctx);
 	int lfd = cm_unix_bind(rn.sock_path, SOCK_STREAM | SOCK_NONBLOCK, 512);
 	if (lfd < 0) {
 		cm_error("cannot listen on %s: %s", rn.sock_path, strerror(errno));
@@ -409,6 +410,7 @@ int main(int argc, char **argv)
 	pthread_join(aud, NULL); /* flushes the audit rows still queued */
 	/* the event and monitor threads may sit in a long Docker call; the process ends anyway */
 	unlink(rn.sock_path);
+	build_limits_teardown(&rn);
 	ctx_close(&main_ctx);
 	free(ex);
 	return 0;

@@ -26,6 +26,7 @@ struct runner {
 	volatile int docker_ok;
 	char compose_version[128];
 	char instance[17];          /* labels this database's containers: several stacks may share a dockerd */
+	char build_cgroup[64];      /* cgroup parent of every build step (BUILD_PIDS), "" = none (build.c) */
 };
 
 /* A worker thread's own connections. */
@@ -74,6 +75,13 @@ struct build_opts {
 	FILE *file;
 };
 int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, struct cm_error *err);
+/* At start (after rn->instance is known), and before a build until Docker has answered once:
+ * the cgroup that carries BUILD_PIDS for every build step of this instance, in
+ * rn->build_cgroup (written once, under a lock); left "" with a warning where it cannot be
+ * made. Thread-safe. */
+void build_limits_setup(struct ctx *c);
+/* At stop: removes that cgroup (in every hierarchy Docker made it in) once no build uses it. */
+void build_limits_teardown(struct runner *rn);
 /* 1 if the image exists, 0 if not, -1 with err */
 int docker_image_exists(struct ctx *c, const char *ref, struct cm_error *err);
 

@@ -24,6 +24,7 @@ struct cm_error {
 	char field[128];   /* details.field, or "" */
 	char message[512];
 	long long limit;   /* details.limit when non-zero (a size or count the request exceeded) */
+	long long used;    /* details.used when limit is set: how much of it is taken (a count) */
 };
 
 int cm_err_set(struct cm_error *err, int status, const char *kind, const char *code,

@@ -38,6 +38,11 @@ struct cm_config {
 	char allowed_hosts[2048];   /* ALLOWED_HOSTS: host names besides IP literals, localhost and server_name */
 	char apps_listen[512];      /* APPS_LISTEN: the apps' own listeners ("off" = none) */
 	char nginx_dir[PATH_MAX];   /* CM_NGINX_DIR: the system nginx's configuration, whose sites the CM_AUTH=off guard reads */
+	/* capacity: what one instance may take of the host (grouped: BUILD_*, MAX_CONTAINERS) */
+	int64_t build_memory;     /* BUILD_MEMORY: memory (and memory+swap) of every image build step */
+	long build_pids;          /* BUILD_PIDS: processes of one image build (see jobs/build.c) */
+	long max_containers;      /* MAX_CONTAINERS: managed containers of this instance (REST, harpoon, apps) */
+	long sync_wait_grace;     /* SYNC_WAIT_GRACE: seconds a synchronous change waits without a waiter slot */
 	bool auth_off;            /* only honoured when every listener is loopback */
 	bool https_listen_default; /* CM_HTTPS_LISTEN was not set anywhere */
 };

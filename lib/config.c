@@ -18,6 +18,8 @@ static const char *const known_keys[] = {
 	"WS_MAX_FRAME", "WS_MAX_SESSIONS", "WS_PING_INTERVAL", "CM_IMAGES", "ALLOWED_BIND_ROOTS",
 	"ALLOWED_ORIGINS", "ALLOWED_HOSTS", "APPS_LISTEN",
 	"CM_NGINX_DIR",
+	/* capacity */
+	"BUILD_MEMORY", "BUILD_PIDS", "MAX_CONTAINERS", "SYNC_WAIT_GRACE",
 };
 
 struct kv {
@@ -272,6 +274,11 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "UPLOAD_MAX_BYTES", "UPLOAD_MAX_BYTES must be a size");
 	if (cm_parse_size(GET("UPLOAD_MAX_UNPACKED", "8g"), &c->upload_max_unpacked) < 0 || c->upload_max_unpacked < 1024)
 		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "UPLOAD_MAX_UNPACKED", "UPLOAD_MAX_UNPACKED must be a size");
+	/* capacity: every image build is confined like a container, and the number of managed
+	 * containers is bounded (both refuse to start when malformed, like every setting) */
+	if (cm_parse_size(GET("BUILD_MEMORY", "2g"), &c->build_memory) < 0 || c->build_memory < (6 << 20))
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "BUILD_MEMORY",
+				  "BUILD_MEMORY must be a size of at least 6m");
 	long v;
 	struct {
 		const char *key, *def;
@@ -287,6 +294,10 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		{"WS_MAX_FRAME", "1048576", 1024, 64L << 20, &c->ws_max_frame},
 		{"WS_MAX_SESSIONS", "1000", 1, 100000, &c->ws_max_sessions},
 		{"WS_PING_INTERVAL", "30", 2, 3600, &c->ws_ping_interval},
+		/* capacity */
+		{"BUILD_PIDS", "1024", 16, 4194304, &c->build_pids},
+		{"MAX_CONTAINERS", "1000", 1, 1000000, &c->max_containers},
+		{"SYNC_WAIT_GRACE", "30", 1, 3600, &c->sync_wait_grace},
 	};
 	for (size_t i = 0; i < CM_ARRAY_LEN(longs); i++) {
 		if (parse_long(GET(longs[i].key, longs[i].def), longs[i].lo, longs[i].hi, longs[i].dst) < 0)

@@ -16,6 +16,7 @@ int cm_err_set(struct cm_error *err, int status, const char *kind, const char *c
 	snprintf(err->code, sizeof err->code, "%s", code ? code : "INTERNAL");
 	snprintf(err->field, sizeof err->field, "%s", field ? field : "");
 	err->limit = 0;
+	err->used = 0;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof err->message, fmt, ap);

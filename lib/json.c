@@ -252,6 +252,8 @@ char *cm_error_json(const struct cm_error *err, const char *request_id, const ch
 		cm_jg_kv_str(g, "field", err->field);
 	if (err->limit)
 		cm_jg_kv_int(g, "limit", err->limit);
+	if (err->limit && err->used)
+		cm_jg_kv_int(g, "used", err->used);
 	if (cuid && cuid[0])
 		cm_jg_kv_str(g, "cuid", cuid);
 	if (job_id > 0)

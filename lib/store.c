@@ -93,6 +93,37 @@ int cm_store_load_spec(struct cm_db *db, const char *cuid, struct cm_spec *s, in
 	return 0;
 }
 
+int cm_container_quota(struct cm_db *db, long max, const char *except_harpoon, struct cm_error *err)
+{
+	static const char *sql =
+		"SELECT (SELECT count(*) FROM containers) "
+		"+ (SELECT count(*) FROM harpoon WHERE state IN ('starting', 'running', 'stopping') "
+		"   AND (?1 IS NULL OR image <> ?1)) "
+		"+ (SELECT count(*) FROM apps) "
+		"+ (SELECT count(*) FROM jobs WHERE kind = 'app.create' AND status IN ('queued', 'running') "
+		"   AND cuid NOT IN (SELECT 'app:' || name FROM apps))";
+	sqlite3_stmt *st = cm_db_stmt(db, sql, err);
+	if (!st)
+		return -1;
+	if (except_harpoon)
+		sqlite3_bind_text(st, 1, except_harpoon, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		cm_db_fail(db, err, "count containers");
+		sqlite3_reset(st);
+		return -1;
+	}
+	int64_t used = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (used < max)
+		return 0;
+	cm_err_set(err, 429, "limit_reached", "CONTAINER_LIMIT_REACHED", NULL,
+		   "this instance already manages %lld containers (MAX_CONTAINERS is %ld); delete some first",
+		   (long long)used, max);
+	err->limit = max;
+	err->used = used;
+	return -1;
+}
+
 int64_t cm_job_insert(struct cm_db *db, const char *kind, const char *cuid, const char *args,
 		      const char *request_id, const char *user, struct cm_error *err)
 {
@@ -204,6 +235,13 @@ static int job_ended(struct cm_db *db, int64_t id, struct cm_error *err)
 
 int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_s, struct cm_error *err)
 {
+	return cm_job_wait_while(db, runner_sock, id, timeout_s, NULL, NULL, err);
+}
+
+int cm_job_wait_while(struct cm_db *db, const char *runner_sock, int64_t id, long timeout_s,
+		      bool (*go_on)(void *ud), void *ud, struct cm_error *err)
+{
+	bool cut = false;
 	int64_t deadline = cm_monotonic_ms() + timeout_s * 1000;
 	int64_t unreachable_since = -1;
 	for (;;) {
@@ -234,6 +272,10 @@ int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long time
 			int64_t left = deadline - cm_monotonic_ms();
 			if (left <= 0)
 				break;
+			if (go_on && !go_on(ud)) {
+				cut = true;
+				break;
+			}
 			struct pollfd p = {.fd = fd, .events = POLLIN};
 			int pr = poll(&p, 1, (int)(left > 1000 ? 1000 : left));
 			if (pr < 0 && errno != EINTR) {
@@ -260,6 +302,10 @@ int cm_job_wait(struct cm_db *db, const char *runner_sock, int64_t id, long time
 			return -1;
 		if (e == 1)
 			return 0;
+		if (cut)
+			return cm_err_set(err, 408, "timeout", "JOB_TIMEOUT", NULL,
+					  "operation did not finish while this request could wait; it continues as job %lld",
+					  (long long)id);
 		if (cm_monotonic_ms() >= deadline)
 			break;
 		usleep(100 * 1000);

@@ -345,6 +345,10 @@ static void ensure(struct hreq *r)
 		cm_db_fail(hdb, &err, "read container state");
 		goto rollback;
 	}
+	/* a new container for this definition: MAX_CONTAINERS, counted in this transaction (the
+	 * definition's own row, failed or stopping, is about to be reused and is not counted) */
+	if (cm_container_quota(hdb, hcfg->max_containers, r->image, &err) < 0)
+		goto rollback;
 	struct cm_buf args = {0};
 	cm_buf_printf(&args, "{\"image\":\"%s\",\"ports\":%s}", r->image, r->ports ? r->ports : "[]");
 	static const char *up = "INSERT INTO harpoon(image, state, job_id, updated_at) VALUES (?1, 'starting', ?2, ?3) "
