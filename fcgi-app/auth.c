@@ -143,14 +143,22 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 		}
 	}
 
+	char plain[AUTH_MAX_HEADER];
+	int n = (int)cm_b64_decode(plain, sizeof plain, cred, strlen(cred));
+	char *colon = n > 0 ? memchr(plain, ':', (size_t)n) : NULL;
+	if (colon && !memchr(plain, '\0', (size_t)n)) {
+		/* remember who tried, for the audit row (a throttled attempt's too) */
+		*colon = '\0';
+		if (cm_valid_utf8(plain, strlen(plain)))
+			snprintf(r->user, sizeof r->user, "%s", plain);
+		*colon = ':';
+	}
 	if (throttled(r->remote_addr)) {
+		explicit_bzero(plain, sizeof plain);
 		cm_err_set(err, 429, "too_many_requests", "AUTH_RATE_LIMITED", NULL,
 			   "too many failed logins from this address; retry in %d seconds", AUTH_FAIL_WINDOW);
 		return -1;
 	}
-	char plain[AUTH_MAX_HEADER];
-	int n = (int)cm_b64_decode(plain, sizeof plain, cred, strlen(cred));
-	char *colon = n > 0 ? memchr(plain, ':', (size_t)n) : NULL;
 	if (!colon || memchr(plain, '\0', (size_t)n)) {
 		explicit_bzero(plain, sizeof plain);
 		count_failure(r->remote_addr);
@@ -158,9 +166,6 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 	}
 	*colon = '\0';
 	const char *user = plain, *pass = colon + 1;
-	/* remember who tried, for the audit row */
-	if (cm_valid_utf8(user, strlen(user)))
-		snprintf(r->user, sizeof r->user, "%s", user);
 	char hash[512], dummy[512];
 	static struct crypt_data cd; /* large; one per worker process */
 	bool ok = false;
