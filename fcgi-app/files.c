@@ -166,7 +166,8 @@ static int extract_file(struct upload *u, struct archive *a, int stg, const char
 {
 	const struct cm_config *cfg = &u->r->app->cfg;
 	char parent[4200];
-	snprintf(parent, sizeof parent, "%s", rel);
+	if (cm_pathf(parent, sizeof parent, "%s", rel) < 0)
+		return cm_err_validation(err, "INVALID_PATH", "path", "path is too long");
 	char *slash = strrchr(parent, '/');
 	const char *base = rel;
 	int pfd;
@@ -515,8 +516,9 @@ void h_container_upload(struct cm_req *r)
 	yajl_gen_map_open(g);
 	cm_jg_kv_int(g, "files", files);
 	cm_jg_kv_int(g, "bytes", bytes);
-	char shown[4300];
-	snprintf(shown, sizeof shown, "/app%s%s", rel[0] ? "/" : "", rel);
+	char shown[4300 + 8];
+	if (cm_pathf(shown, sizeof shown, "/app%s%s", rel[0] ? "/" : "", rel) < 0)
+		shown[0] = '\0';
 	cm_jg_kv_str(g, "path", shown);
 	cm_jg_str(g, "replaced");
 	cm_jg_bool(g, replace);
@@ -751,7 +753,10 @@ static int zip_tree(struct archive *a, int dirfd, const char *prefix, int depth)
 			if (sub < 0)
 				continue;
 			char dpath[4302];
-			snprintf(dpath, sizeof dpath, "%s/", path);
+			if (cm_pathf(dpath, sizeof dpath, "%s/", path) < 0) {
+				close(sub);
+				continue; /* never a cut name in the zip */
+			}
 			archive_entry_clear(e);
 			archive_entry_copy_stat(e, &st);
 			archive_entry_set_pathname_utf8(e, dpath);
@@ -833,7 +838,8 @@ void h_container_download_zip(struct cm_req *r)
 	}
 	const char *base = rel[0] ? (strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel) : "app";
 	char name[300], hdr[1600];
-	snprintf(name, sizeof name, "%s.zip", base);
+	if (cm_pathf(name, sizeof name, "%s.zip", base) < 0)
+		snprintf(name, sizeof name, "app.zip"); /* a name component is at most 255 bytes: never */
 	disposition(name, hdr, sizeof hdr);
 	struct archive *a = archive_write_new();
 	if (!a || archive_write_set_format_zip(a) != ARCHIVE_OK) {

@@ -275,7 +275,7 @@ int main(void)
 			if (isjson)
 				big[b++] = '}';
 			big[b] = '\0';
-			refuse(big, "", isjson ? "300,000 nested JSON arrays" : "300,000 nested YAML flow sequences");
+			refuse(big, "deeper", isjson ? "300,000 nested JSON arrays" : "300,000 nested YAML flow sequences");
 		}
 		free(big);
 	}
