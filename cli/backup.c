@@ -120,7 +120,10 @@ int cmd_backup(const char *env_file, int argc, char **argv)
 		return 1;
 	}
 	char dir[PATH_MAX];
-	snprintf(dir, sizeof dir, "%s", dest);
+	if (cm_pathf(dir, sizeof dir, "%s", dest) < 0) {
+		fprintf(stderr, "container-manager: backup: %s: path too long\n", dest);
+		return 1;
+	}
 	char *slash = strrchr(dir, '/');
 	if (slash)
 		*(slash == dir ? slash + 1 : slash) = '\0';

@@ -721,7 +721,10 @@ static int cmd_serve(const struct serve_opts *o)
 			fprintf(stderr, "container-manager: image definitions %s: %s\n", cfg.images_file, strerror(errno));
 			return 1;
 		}
-		snprintf(cfg.images_file, sizeof cfg.images_file, "%s", abs);
+		if (cm_pathf(cfg.images_file, sizeof cfg.images_file, "%s", abs) < 0) {
+			fprintf(stderr, "container-manager: image definitions %s: path too long\n", abs);
+			return 1;
+		}
 		setenv("CM_IMAGES", abs, 1);
 	}
 	/* one stack per data directory: a second one would share the database and the sockets
@@ -854,8 +857,11 @@ static int cmd_serve(const struct serve_opts *o)
 			free(apps_block);
 			return 1;
 		}
-		if (i == 0)
-			snprintf(conf, sizeof conf, "%s", p2);
+		if (i == 0 && cm_pathf(conf, sizeof conf, "%s", p2) < 0) {
+			free(https_block);
+			fprintf(stderr, "container-manager: %s: path too long\n", p2);
+			return 1;
+		}
 	}
 	free(https_block);
 	free(apps_block);

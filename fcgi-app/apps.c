@@ -505,15 +505,17 @@ static int check_source(struct cm_req *r, const struct app_spec *s, const char *
 		return cm_err_validation(err, "MISSING_SOURCE", "source",
 					 "send the app's source (a zip or tar archive; or src=image:REF for an existing image)");
 	struct cm_buildctx b = {.max_unpacked = cfg->upload_max_unpacked, .max_entries = cfg->upload_max_entries};
-	snprintf(b.build_dir, sizeof b.build_dir, "%s", s->build_dir);
-	if (strcmp(s->src, "auto"))
-		snprintf(b.dockerfile, sizeof b.dockerfile, "%s", s->src);
+	if (cm_pathf(b.build_dir, sizeof b.build_dir, "%s", s->build_dir) < 0)
+		return cm_err_validation(err, "INVALID_VALUE", "build_dir", "build_dir is too long");
+	if (strcmp(s->src, "auto") && cm_pathf(b.dockerfile, sizeof b.dockerfile, "%s", s->src) < 0)
+		return cm_err_validation(err, "INVALID_VALUE", "src", "src is too long");
 	if (cm_buildctx_scan(path, &b, err) < 0) {
 		if (!strcmp(err->field, "dockerfile"))
 			snprintf(err->field, sizeof err->field, "src");
 		return -1;
 	}
-	snprintf(dockerfile, dfsz, "%s", b.dockerfile);
+	if (cm_pathf(dockerfile, dfsz, "%s", b.dockerfile) < 0)
+		return cm_err_validation(err, "INVALID_VALUE", "src", "the Dockerfile's path is too long");
 	return 0;
 }
 

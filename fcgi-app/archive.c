@@ -167,7 +167,7 @@ static struct cm_docker *archive_target(struct cm_req *r, const char *cuid, char
 void h_container_archive_get(struct cm_req *r)
 {
 	const char *cuid = cm_path_cuid(r);
-	char path[8400];
+	char path[3 * 4096 + 256]; /* "/containers/ID/archive?path=" and a 4096-byte path escaped (3 bytes each at most) */
 	struct cm_docker *d = cuid ? archive_target(r, cuid, path, sizeof path) : NULL;
 	if (!d)
 		return;
@@ -287,7 +287,8 @@ void h_container_archive_put(struct cm_req *r)
 		return;
 	}
 	struct cm_error err = {0};
-	char path[8400], tag[CM_STAGE_TAG_LEN], stg_name[64] = "";
+	char path[3 * 4096 + 256]; /* "/containers/ID/archive?path=" and a 4096-byte path escaped (3 bytes each at most) */
+	char tag[CM_STAGE_TAG_LEN], stg_name[64] = "";
 	struct cm_docker *d;
 	const char *ct = cm_req_header(r, "CONTENT_TYPE");
 	if (!ct || (strncasecmp(ct, "application/x-tar", 17) && strncasecmp(ct, "application/tar", 15))) {

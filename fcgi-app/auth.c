@@ -3,100 +3,46 @@
  * verified, in memory only, for a short time and only while the htpasswd file is unchanged. */
 #include "config.h"
 #include "app.h"
+#include "throttle.h"
 
 #include <crypt.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #define AUTH_CACHE_SLOTS 16
 #define AUTH_CACHE_TTL_MS 30000
 #define AUTH_MAX_HEADER 512
-/* failed logins: at most AUTH_FAIL_LIMIT per address per AUTH_FAIL_WINDOW seconds, counted
- * across all workers; past that, 429 before any password hash is computed */
+/* failed logins: at most AUTH_FAIL_LIMIT per address (per /64 for IPv6) per AUTH_FAIL_WINDOW
+ * seconds, counted across all workers (lib/throttle.c); past that, 429 before any password hash
+ * is computed */
 #define AUTH_FAIL_SLOTS 4096
 #define AUTH_FAIL_WINDOW 10
 #define AUTH_FAIL_LIMIT 20
 
-struct fail_slot {
-	uint64_t addr_hash;
-	uint32_t window; /* AUTH_FAIL_WINDOW-second window number */
-	uint32_t count;  /* failures in it */
-	uint32_t prev;   /* failures in the window before it */
-};
-
-static struct fail_slot *fails; /* MAP_SHARED, made by the supervisor before it forks */
+static struct cm_throttle *fails; /* shared memory, made by the supervisor before it forks */
 
 int cm_auth_shared_init(void)
 {
-	void *p = mmap(NULL, sizeof(struct fail_slot) * AUTH_FAIL_SLOTS, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return -1;
-	fails = p;
-	return 0;
+	fails = cm_throttle_new(AUTH_FAIL_SLOTS);
+	return fails ? 0 : -1;
 }
 
-static struct fail_slot *fail_slot(const char *addr, uint64_t *h)
-{
-	uint64_t x = 1469598103934665603ULL;
-	for (const char *c = addr; *c; c++)
-		x = (x ^ (unsigned char)*c) * 1099511628211ULL;
-	*h = x | 1;
-	return fails ? &fails[x % AUTH_FAIL_SLOTS] : NULL;
-}
-
-/* Failures of addr over the last AUTH_FAIL_WINDOW seconds, estimated as a sliding window
- * (this window's count plus the previous window's, weighted by how much of it still lies
- * within the last AUTH_FAIL_WINDOW seconds): a flood that straddles a window boundary gets no
- * fresh allowance there. */
-static double recent_failures(const struct fail_slot *s, uint64_t h)
-{
-	int64_t now = cm_monotonic_ms();
-	uint32_t w = (uint32_t)(now / 1000 / AUTH_FAIL_WINDOW);
-	if (__atomic_load_n(&s->addr_hash, __ATOMIC_RELAXED) != h)
-		return 0;
-	uint32_t sw = __atomic_load_n(&s->window, __ATOMIC_RELAXED);
-	uint32_t cur = __atomic_load_n(&s->count, __ATOMIC_RELAXED), prev = __atomic_load_n(&s->prev, __ATOMIC_RELAXED);
-	double into = (double)(now % (AUTH_FAIL_WINDOW * 1000)) / (AUTH_FAIL_WINDOW * 1000.0);
-	if (sw == w)
-		return cur + prev * (1.0 - into);
-	if (sw + 1 == w)
-		return cur * (1.0 - into);
-	return 0;
-}
-
-/* Whether addr has used up its failed logins. */
+/* Whether addr (its /64 for IPv6) has used up its failed logins. */
 static bool throttled(const char *addr)
 {
-	uint64_t h;
-	struct fail_slot *s = fail_slot(addr, &h);
-	return s && recent_failures(s, h) >= AUTH_FAIL_LIMIT;
+	char key[CM_THROTTLE_KEY];
+	cm_throttle_key(addr, key);
+	return fails && cm_throttle_recent(fails, key, cm_monotonic_ms(), AUTH_FAIL_WINDOW) >= AUTH_FAIL_LIMIT;
 }
 
-/* Counts one failed login of addr (approximate under races; a slot shared by two
- * addresses goes to the latest). */
+/* Counts one failed login of addr (its /64 for IPv6). */
 static void count_failure(const char *addr)
 {
-	uint64_t h;
-	struct fail_slot *s = fail_slot(addr, &h);
-	if (!s)
-		return;
-	uint32_t w = (uint32_t)(cm_monotonic_ms() / 1000 / AUTH_FAIL_WINDOW);
-	uint32_t sw = __atomic_load_n(&s->window, __ATOMIC_RELAXED);
-	if (__atomic_load_n(&s->addr_hash, __ATOMIC_RELAXED) != h) {
-		__atomic_store_n(&s->addr_hash, h, __ATOMIC_RELAXED);
-		__atomic_store_n(&s->window, w, __ATOMIC_RELAXED);
-		__atomic_store_n(&s->count, 0, __ATOMIC_RELAXED);
-		__atomic_store_n(&s->prev, 0, __ATOMIC_RELAXED);
-	} else if (sw != w) {
-		uint32_t carried = sw + 1 == w ? __atomic_load_n(&s->count, __ATOMIC_RELAXED) : 0;
-		__atomic_store_n(&s->window, w, __ATOMIC_RELAXED);
-		__atomic_store_n(&s->prev, carried, __ATOMIC_RELAXED);
-		__atomic_store_n(&s->count, 0, __ATOMIC_RELAXED);
-	}
-	__atomic_add_fetch(&s->count, 1, __ATOMIC_RELAXED);
+	char key[CM_THROTTLE_KEY];
+	cm_throttle_key(addr, key);
+	if (fails)
+		cm_throttle_fail(fails, key, cm_monotonic_ms(), AUTH_FAIL_WINDOW);
 }
 
 struct auth_slot {
@@ -125,9 +71,13 @@ static int deny(struct cm_error *err, const char *code, const char *msg)
 	return cm_err_set(err, 401, "auth_error", code, NULL, "%s", msg);
 }
 
-/* Looks user up in the htpasswd file; copies the hash. Returns 0 if found. */
-static int find_hash(const char *path, const char *user, char *hash, size_t hashsz)
+/* Looks user up in the htpasswd file; copies the hash. Returns 0 if found. Otherwise (-1) copies
+ * the file's first crypt hash into dummy (when there is one): checking a password against it
+ * costs what checking a known user's costs (same method and rounds), so the answer's timing
+ * does not tell whether a user name exists. */
+static int find_hash(const char *path, const char *user, char *hash, size_t hashsz, char *dummy, size_t dummysz)
 {
+	dummy[0] = '\0';
 	FILE *f = fopen(path, "re");
 	if (!f)
 		return -1;
@@ -135,13 +85,17 @@ static int find_hash(const char *path, const char *user, char *hash, size_t hash
 	int rc = -1;
 	size_t ul = strlen(user);
 	while (fgets(line, sizeof line, f)) {
-		if (!strncmp(line, user, ul) && line[ul] == ':') {
-			char *h = line + ul + 1;
-			h[strcspn(h, "\r\n:")] = '\0';
-			snprintf(hash, hashsz, "%s", h);
-			rc = 0;
+		char *c = strchr(line, ':');
+		if (!c)
+			continue;
+		char *h = c + 1;
+		h[strcspn(h, "\r\n:")] = '\0';
+		if ((size_t)(c - line) == ul && !strncmp(line, user, ul)) {
+			rc = cm_pathf(hash, hashsz, "%s", h) == 0 ? 0 : -1; /* a cut hash would never match */
 			break;
 		}
+		if (!dummy[0] && h[0] == '$' && cm_pathf(dummy, dummysz, "%s", h) < 0)
+			dummy[0] = '\0';
 	}
 	explicit_bzero(line, sizeof line);
 	fclose(f);
@@ -189,14 +143,22 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 		}
 	}
 
+	char plain[AUTH_MAX_HEADER];
+	int n = (int)cm_b64_decode(plain, sizeof plain, cred, strlen(cred));
+	char *colon = n > 0 ? memchr(plain, ':', (size_t)n) : NULL;
+	if (colon && !memchr(plain, '\0', (size_t)n)) {
+		/* remember who tried, for the audit row (a throttled attempt's too) */
+		*colon = '\0';
+		if (cm_valid_utf8(plain, strlen(plain)))
+			snprintf(r->user, sizeof r->user, "%s", plain);
+		*colon = ':';
+	}
 	if (throttled(r->remote_addr)) {
+		explicit_bzero(plain, sizeof plain);
 		cm_err_set(err, 429, "too_many_requests", "AUTH_RATE_LIMITED", NULL,
 			   "too many failed logins from this address; retry in %d seconds", AUTH_FAIL_WINDOW);
 		return -1;
 	}
-	char plain[AUTH_MAX_HEADER];
-	int n = (int)cm_b64_decode(plain, sizeof plain, cred, strlen(cred));
-	char *colon = n > 0 ? memchr(plain, ':', (size_t)n) : NULL;
 	if (!colon || memchr(plain, '\0', (size_t)n)) {
 		explicit_bzero(plain, sizeof plain);
 		count_failure(r->remote_addr);
@@ -204,17 +166,19 @@ int cm_auth_check(struct cm_req *r, struct cm_error *err)
 	}
 	*colon = '\0';
 	const char *user = plain, *pass = colon + 1;
-	/* remember who tried, for the audit row */
-	if (cm_valid_utf8(user, strlen(user)))
-		snprintf(r->user, sizeof r->user, "%s", user);
-	char hash[512];
+	char hash[512], dummy[512];
 	static struct crypt_data cd; /* large; one per worker process */
 	bool ok = false;
-	if (find_hash(r->app->htpasswd, user, hash, sizeof hash) == 0 && hash[0] == '$') {
+	if (find_hash(r->app->htpasswd, user, hash, sizeof hash, dummy, sizeof dummy) == 0 && hash[0] == '$') {
 		const char *out = crypt_r(pass, hash, &cd);
 		ok = out && out[0] != '*' && strlen(out) == strlen(hash) && cm_consttime_eq(out, hash, strlen(hash));
+	} else if (dummy[0]) {
+		/* an unknown user costs the same hash computation as a known one; never a success */
+		const char *out = crypt_r(pass, dummy, &cd);
+		(void)out;
 	}
 	explicit_bzero(&cd, sizeof cd);
+	explicit_bzero(dummy, sizeof dummy);
 	explicit_bzero(plain + (colon - plain), (size_t)n - (size_t)(colon - plain));
 	explicit_bzero(hash, sizeof hash);
 	if (!ok) {

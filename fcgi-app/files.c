@@ -267,7 +267,10 @@ static int zip_tree(struct archive *a, int dirfd, const char *prefix, int depth)
 			if (sub < 0)
 				continue;
 			char dpath[4302];
-			snprintf(dpath, sizeof dpath, "%s/", path);
+			if (cm_pathf(dpath, sizeof dpath, "%s/", path) < 0) {
+				close(sub);
+				continue; /* never a cut name in the zip */
+			}
 			archive_entry_clear(e);
 			archive_entry_copy_stat(e, &st);
 			archive_entry_set_pathname_utf8(e, dpath);
@@ -349,7 +352,8 @@ void h_container_download_zip(struct cm_req *r)
 	}
 	const char *base = rel[0] ? (strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel) : "app";
 	char name[300], hdr[1600];
-	snprintf(name, sizeof name, "%s.zip", base);
+	if (cm_pathf(name, sizeof name, "%s.zip", base) < 0)
+		snprintf(name, sizeof name, "app.zip"); /* a name component is at most 255 bytes: never */
 	disposition(name, hdr, sizeof hdr);
 	struct archive *a = archive_write_new();
 	if (!a || archive_write_set_format_zip(a) != ARCHIVE_OK) {

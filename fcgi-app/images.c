@@ -511,13 +511,46 @@ void h_job_log(struct cm_req *r)
 		close(slot);
 }
 
+/* Sends what the build's spool file holds past the read position; -1 when the client went away. */
+static int spool_drain(struct cm_req *r, int fd)
+{
+	char buf[65536];
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return 0; /* the end so far (a read error ends the spool like an end of file) */
+		if (FCGX_PutStr(buf, (int)n, r->fr->out) < 0)
+			return -1;
+	}
+}
+
+/* Opens DATA/builds/log.BID, the runner's spool of a running build's whole output, or -1. */
+static int spool_open(struct cm_req *r, int64_t bid)
+{
+	char dir[PATH_MAX], p[PATH_MAX];
+	if (cm_config_path(&r->app->cfg, dir, sizeof dir, "builds") < 0 ||
+	    cm_pathf(p, sizeof p, "%s/log.%lld", dir, (long long)bid) < 0)
+		return -1;
+	return open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
+/* Without follow: the kept tail (1 MiB) of the latest build's log. With follow: a running build
+ * is read from its spool file from the first byte (every byte, however fast the build prints;
+ * the tail in the row could move past what was sent between two looks); a build that has ended
+ * (or whose spool cannot be opened) from the row's tail. Ends when the job ends. */
 static void job_log(struct cm_req *r, int64_t id, bool follow)
 {
-	static const char *q = "SELECT j.status, b.log FROM jobs j LEFT JOIN builds b ON b.job_id = j.id WHERE j.id = ? "
-			       "ORDER BY b.id DESC LIMIT 1";
+	static const char *q = "SELECT j.status, b.log, b.id, b.status FROM jobs j LEFT JOIN builds b ON b.job_id = j.id "
+			       "WHERE j.id = ? ORDER BY b.id DESC LIMIT 1";
 	struct cm_db *db = &r->app->db;
 	struct cm_error err = {0};
-	size_t sent = 0;
+	size_t sent = 0;        /* bytes of the row's log sent (build sent_bid) */
+	int64_t sent_bid = 0;
+	int64_t spool_bid = 0;  /* the build whose spool was opened (or tried long enough) */
+	int spool = -1;
+	int spool_waits = 0;
 	bool started = false;
 	int64_t deadline = cm_monotonic_ms() + 3600 * 1000LL;
 	for (;;) {
@@ -525,7 +558,7 @@ static void job_log(struct cm_req *r, int64_t id, bool follow)
 		if (!st) {
 			if (!started)
 				cm_respond_error(r, &err, NULL);
-			return;
+			break;
 		}
 		sqlite3_bind_int64(st, 1, id);
 		int rc = sqlite3_step(st);
@@ -537,19 +570,39 @@ static void job_log(struct cm_req *r, int64_t id, bool follow)
 				else
 					cm_respond_error(r, (cm_db_fail(db, &err, "read job"), &err), NULL);
 			}
-			return;
+			break;
 		}
 		bool ended = strcmp(cm_col_str(st, 0), "queued") && strcmp(cm_col_str(st, 0), "running");
 		const char *log = cm_col_str(st, 1);
 		size_t len = log ? (size_t)sqlite3_column_bytes(st, 1) : 0;
+		int64_t bid = sqlite3_column_type(st, 2) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 2);
+		bool building = cm_col_str(st, 3) && !strcmp(cm_col_str(st, 3), "running");
+		if (bid != sent_bid) {
+			sent = 0; /* a new build of the job: its own log */
+			sent_bid = bid;
+		}
+		bool from_spool = false;
+		if (follow && bid > 0 && bid != spool_bid && building && sent == 0) {
+			spool = spool_open(r, bid);
+			/* the runner makes the file right after the row: wait a little for it */
+			if (spool >= 0 || ++spool_waits > 10)
+				spool_bid = bid;
+			else
+				from_spool = true; /* send nothing of this build from the row yet */
+		}
+		if (spool >= 0) {
+			from_spool = true;
+			if (!building || ended || bid != spool_bid)
+				sent = bid == spool_bid ? len : 0; /* the row's log is final: the spool held it all */
+		}
 		char *chunk = NULL;
 		size_t clen = 0;
-		if (len > sent) {
+		if (!from_spool && len > sent) {
 			clen = len - sent;
 			chunk = malloc(clen);
 			if (chunk)
 				memcpy(chunk, log + sent, clen);
-		} else if (len < sent) {
+		} else if (!from_spool && len < sent) {
 			sent = len; /* the kept tail moved on */
 		}
 		sqlite3_reset(st);
@@ -562,17 +615,31 @@ static void job_log(struct cm_req *r, int64_t id, bool follow)
 			cm_respond_start(r, 200, "text/plain; charset=utf-8", "X-Accel-Buffering: no\r\n", -1);
 			started = true;
 		}
+		if (spool >= 0) {
+			/* every byte reaches the spool before the row says the build ended: after seeing the
+			 * end, one more read to the end of the file has them all */
+			bool done = !building || ended || bid != spool_bid;
+			if (spool_drain(r, spool) < 0 || FCGX_FFlush(r->fr->out) < 0)
+				break; /* the client went away */
+			if (done) {
+				close(spool);
+				spool = -1;
+				continue; /* look again at once: a job's next build, or its end */
+			}
+		}
 		if (chunk) {
 			if (FCGX_PutStr(chunk, (int)clen, r->fr->out) < 0 || FCGX_FFlush(r->fr->out) < 0) {
 				free(chunk);
-				return; /* the client went away */
+				break; /* the client went away */
 			}
 			sent += clen;
 			free(chunk);
 		}
-		if (ended || cm_monotonic_ms() > deadline)
-			return;
+		if ((ended && spool < 0) || cm_monotonic_ms() > deadline)
+			break;
 		/* no transaction is held between looks */
 		usleep(300 * 1000);
 	}
+	if (spool >= 0)
+		close(spool);
 }

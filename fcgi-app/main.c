@@ -147,6 +147,18 @@ static int site_check(struct cm_req *r)
 	return -1;
 }
 
+/* /_auth and /_appauth answer nginx's auth_request sub-requests only: their internal locations
+ * add CM_AUTH_SUBREQUEST (a FastCGI parameter no client header can make: those come as HTTP_*).
+ * A variant nginx does not match to them (/_auth/, /_auth/., /_appauth/) reaches location /,
+ * whose path the app sees without its trailing slash: without the mark it is an unknown path. */
+static bool outside_auth_call(struct cm_req *r)
+{
+	if (strcmp(r->path, "/_auth") != 0 && strcmp(r->path, "/_appauth") != 0)
+		return false;
+	const char *mark = cm_req_header(r, "CM_AUTH_SUBREQUEST");
+	return !mark || strcmp(mark, "1") != 0;
+}
+
 static void handle(struct cm_app *app, FCGX_Request *fr)
 {
 	struct cm_req r = {0};
@@ -155,7 +167,11 @@ static void handle(struct cm_app *app, FCGX_Request *fr)
 	r.start_us = cm_monotonic_us();
 	if (req_init(&r) == 0 && site_check(&r) == 0) {
 		struct cm_error err = {0};
-		if (cm_auth_check(&r, &err) < 0) {
+		if (outside_auth_call(&r)) {
+			char esc[128];
+			cm_log_escape(esc, sizeof esc, r.path);
+			cm_respond_errorf(&r, 404, "not_found", "ROUTE_NOT_FOUND", NULL, "no such endpoint: %s", esc);
+		} else if (cm_auth_check(&r, &err) < 0) {
 			snprintf(r.action, sizeof r.action, "%s", "auth.failed");
 			/* nginx's auth_request knows only 2xx, 401 and 403: throttled becomes 403 there */
 			if (err.status == 429 && (!strcmp(r.path, "/_auth") || !strcmp(r.path, "/_appauth")))

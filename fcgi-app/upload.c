@@ -125,7 +125,8 @@ static int extract_file(struct upload *u, struct archive *a, int stg, const char
 {
 	const struct cm_config *cfg = &u->r->app->cfg;
 	char parent[4200];
-	snprintf(parent, sizeof parent, "%s", rel);
+	if (cm_pathf(parent, sizeof parent, "%s", rel) < 0)
+		return cm_err_validation(err, "INVALID_PATH", "path", "path is too long");
 	char *slash = strrchr(parent, '/');
 	const char *base = rel;
 	int pfd;
@@ -455,8 +456,9 @@ void h_container_upload(struct cm_req *r)
 	yajl_gen_map_open(g);
 	cm_jg_kv_int(g, "files", files);
 	cm_jg_kv_int(g, "bytes", bytes);
-	char shown[4300];
-	snprintf(shown, sizeof shown, "/app%s%s", rel[0] ? "/" : "", rel);
+	char shown[4300 + 8];
+	if (cm_pathf(shown, sizeof shown, "/app%s%s", rel[0] ? "/" : "", rel) < 0)
+		shown[0] = '\0';
 	cm_jg_kv_str(g, "path", shown);
 	cm_jg_str(g, "replaced");
 	cm_jg_bool(g, replace);

@@ -75,7 +75,10 @@ void h_volume_get(struct cm_req *r)
 	if (!name)
 		return;
 	char path[320];
-	snprintf(path, sizeof path, "/volumes/%s", name); /* the name's characters need no escaping */
+	if (cm_pathf(path, sizeof path, "/volumes/%s", name) < 0) { /* the name's characters need no escaping */
+		cm_respond_errorf(r, 404, "not_found", "VOLUME_NOT_FOUND", "name", "no such volume");
+		return;
+	}
 	yajl_val v;
 	long st = cm_app_docker_get(r, path, &v);
 	if (st < 0)

@@ -350,7 +350,8 @@ int app_service_up(struct ctx *c, const char *name, long long gen, const char *i
 {
 	char cname[128];
 	/* several stacks may share a dockerd: the instance is part of the name */
-	snprintf(cname, sizeof cname, "cm-app-%s-%lld-%.8s", name, gen, c->rn->instance);
+	if (cm_pathf(cname, sizeof cname, "cm-app-%s-%lld-%.8s", name, gen, c->rn->instance) < 0)
+		return cm_err_internal(err, "container name too long");
 	app_rm_container(c, cname); /* a half-made one from an interrupted run of this job */
 	char *body = app_body(c, name, image, port, NULL);
 	if (!body)
@@ -388,10 +389,11 @@ int app_probe(CURL *h, const char *scheme, const struct where *w, long long port
 		 size_t msgsz)
 {
 	char url[700];
-	if (w->ip[0])
-		snprintf(url, sizeof url, "%s://%s:%lld%s", scheme, w->ip, port, health);
-	else
-		snprintf(url, sizeof url, "%s://127.0.0.1:%lld%s", scheme, w->host_port, health);
+	if (w->ip[0] ? cm_pathf(url, sizeof url, "%s://%s:%lld%s", scheme, w->ip, port, health) < 0
+		     : cm_pathf(url, sizeof url, "%s://127.0.0.1:%lld%s", scheme, w->host_port, health) < 0) {
+		snprintf(msg, msgsz, "the health URL is too long");
+		return -1;
+	}
 	curl_easy_reset(h);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -457,7 +459,8 @@ static int app_image(struct ctx *c, yajl_val args, const char *name, long long g
 	const char *image = cm_json_get_str(args, "image");
 	*built = false;
 	if (image) {
-		snprintf(tag, 400, "%s", image);
+		if (cm_pathf(tag, 400, "%s", image) < 0)
+			return cm_err_validation(err, "INVALID_VALUE", "src", "the image reference is too long");
 	} else {
 		char path[PATH_MAX], what[128];
 		if (context_path(c, cm_json_get_str(args, "context"), path, sizeof path, err) < 0)

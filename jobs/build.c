@@ -1,7 +1,10 @@
 /* build.c: image builds through the Engine API's /build, shared by start_container's
  * definitions and POST /images/build: the context streams from memory or a file, the output
  * is kept (its tail) in the builds table, flushed while the build runs so that
- * GET /jobs/{id}/log shows it as it happens, and the job's progress names the current step. */
+ * GET /jobs/{id}/log shows it as it happens, and the job's progress names the current step.
+ * While the build runs, its whole output is also spooled to DATA/builds/log.BUILD_ID (removed
+ * when the build ends): a follower (GET /jobs/{id}/log?follow=1) reads that file, so it sees
+ * every byte however fast the output comes, not only what the 1 MiB tail still holds. */
 #include "config.h"
 #include "runner.h"
 
@@ -14,6 +17,9 @@
 #include <unistd.h>
 
 #define BUILD_LOG_MAX (1 << 20)
+/* the spool for followers stops (with a line saying so) past this size: a runaway build must
+ * not fill the disk */
+#define BUILD_SPOOL_MAX (256LL << 20)
 #define FLUSH_MS 500
 
 struct build_io {
@@ -30,7 +36,41 @@ struct build_io {
 	size_t flushed_len;
 	bool got_id;
 	bool read_error;
+	int spool_fd;          /* DATA/builds/log.ID for followers, or -1 */
+	long long spooled;
 };
+
+static const char spool_cut[] = "\n[container-manager: the followed log stops here: the build printed more than 256 MiB; "
+				"the end of the log is in GET /jobs/{id}/log]\n";
+
+/* Appends to the followers' spool; any failure stops the spool (with a note when there is room),
+ * never the build. */
+static void b_spool(struct build_io *b, const char *s, size_t n)
+{
+	if (b->spool_fd < 0)
+		return;
+	bool cut = b->spooled + (long long)n > BUILD_SPOOL_MAX;
+	if (cut) {
+		s = spool_cut;
+		n = sizeof spool_cut - 1;
+	}
+	size_t off = 0;
+	while (off < n) {
+		ssize_t w = write(b->spool_fd, s + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			cut = true;
+			break;
+		}
+		off += (size_t)w;
+	}
+	b->spooled += (long long)off;
+	if (cut) {
+		close(b->spool_fd);
+		b->spool_fd = -1;
+	}
+}
 
 static size_t b_read(char *buf, size_t size, void *ud)
 {
@@ -49,6 +89,7 @@ static size_t b_read(char *buf, size_t size, void *ud)
 
 static void b_log(struct build_io *b, const char *s, size_t n)
 {
+	b_spool(b, s, n);
 	if (b->log.len + n > BUILD_LOG_MAX) {
 		/* keep the tail: the error is at the end */
 		size_t drop = b->log.len + n - BUILD_LOG_MAX;
@@ -341,7 +382,16 @@ int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, stru
 		cm_buf_puts(&path, "&cgroupparent=");
 		cm_buf_urlenc(&path, cgroup);
 	}
-	struct build_io b = {.c = c, .mem = o->mem, .len = o->mem_len, .file = o->file, .build_id = bid};
+	struct build_io b = {.c = c, .mem = o->mem, .len = o->mem_len, .file = o->file, .build_id = bid, .spool_fd = -1};
+	char spool[PATH_MAX], dir[PATH_MAX];
+	if (cm_config_path(&c->rn->cfg, dir, sizeof dir, "builds") == 0 &&
+	    cm_pathf(spool, sizeof spool, "%s/log.%lld", dir, (long long)bid) == 0) {
+		b.spool_fd = open(spool, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (b.spool_fd < 0)
+			cm_warn("build %lld: no log spool for followers: %s", (long long)bid, strerror(errno));
+	} else {
+		spool[0] = '\0';
+	}
 	struct cm_docker_io io = {.read = b_read, .body = b_body, .ud = &b};
 	cm_info("building %s for %s", o->tag, o->what);
 	long st = cm_docker_exchange(&c->docker, "POST", cm_buf_str(&path), &io, 3600, err);
@@ -387,7 +437,13 @@ int docker_build(struct ctx *c, const struct build_opts *o, char *image_id, stru
 		cm_buf_free(&r);
 	}
 	b_flush(&b, true);
+	/* every byte is in the spool before the row says the build ended: a follower that sees the
+	 * end reads the file to its end once more and has it all; an open file outlives the unlink */
+	if (b.spool_fd >= 0)
+		close(b.spool_fd);
 	build_done(c, bid, rc == 0, cm_buf_str(&b.log), rc == 0 ? NULL : b.error);
+	if (spool[0])
+		unlink(spool);
 	cm_buf_free(&b.log);
 	cm_buf_free(&b.line);
 	return rc;

@@ -834,8 +834,10 @@ static int job_delete(struct ctx *c, const char *cuid, yajl_val args, char **res
 	sqlite3_bind_text(st, 2, cuid, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		return cm_db_fail(&c->db, err, "mark removing");
-	char next[64];
-	snprintf(next, sizeof next, "%s-next", cuid);
+	/* a cut name (a 60-byte cuid gave "CUID-ne") could name another container */
+	char next[96];
+	if (cm_pathf(next, sizeof next, "%s-next", cuid) < 0)
+		return cm_err_internal(err, "container name too long");
 	if (docker_remove(c, cuid, err) < 0 || docker_remove(c, next, err) < 0)
 		return -1;
 	yajl_val keep = cm_json_get(args, "keep_files");
@@ -852,8 +854,9 @@ static int job_delete(struct ctx *c, const char *cuid, yajl_val args, char **res
 static int recreate(struct ctx *c, const char *cuid, const struct cm_spec *spec, const char *row_status,
 		    struct cm_error *err)
 {
-	char next[64];
-	snprintf(next, sizeof next, "%s-next", cuid);
+	char next[96];
+	if (cm_pathf(next, sizeof next, "%s-next", cuid) < 0)
+		return cm_err_internal(err, "container name too long");
 	if (docker_remove(c, next, err) < 0)
 		return -1;
 	yajl_val old;

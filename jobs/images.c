@@ -56,8 +56,9 @@ int build_context(struct ctx *c, const char *path, const char *build_dir, const 
 				  strerror(errno));
 	struct cm_buildctx b = {.max_unpacked = c->rn->cfg.upload_max_unpacked,
 				.max_entries = c->rn->cfg.upload_max_entries};
-	snprintf(b.build_dir, sizeof b.build_dir, "%s", build_dir ? build_dir : "");
-	snprintf(b.dockerfile, sizeof b.dockerfile, "%s", dockerfile ? dockerfile : "");
+	if (cm_pathf(b.build_dir, sizeof b.build_dir, "%s", build_dir ? build_dir : "") < 0 ||
+	    cm_pathf(b.dockerfile, sizeof b.dockerfile, "%s", dockerfile ? dockerfile : "") < 0)
+		return cm_err_validation(err, "INVALID_VALUE", "build_dir", "build_dir or dockerfile is too long");
 	int rc = -1;
 	FILE *f = NULL;
 	pthread_t th;

@@ -170,7 +170,8 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 
 	memset(c, 0, sizeof *c);
 	if (env_file) {
-		snprintf(c->env_file, sizeof c->env_file, "%s", env_file);
+		if (cm_pathf(c->env_file, sizeof c->env_file, "%s", env_file) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_ENV_FILE", NULL, "the env file's path is too long");
 		FILE *f = fopen(env_file, "re");
 		if (f) {
 			char line[2048];
@@ -186,7 +187,12 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 				}
 				struct kv *kv = r ? find_kv(kvs, k) : NULL;
 				if (kv) {
-					snprintf(kv->val, sizeof kv->val, "%s", v);
+					if (cm_pathf(kv->val, sizeof kv->val, "%s", v) < 0) {
+						fclose(f);
+						return cm_err_set(err, 500, "config_error", "BAD_CONFIG", kv->key,
+								  "%s:%d: %s is longer than %zu bytes", env_file, lineno, kv->key,
+								  sizeof kv->val - 1);
+					}
 					kv->set = true;
 				}
 			}
@@ -199,7 +205,9 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 	for (size_t i = 0; i < CM_ARRAY_LEN(known_keys); i++) {
 		const char *e = getenv(known_keys[i]);
 		if (e) {
-			snprintf(kvs[i].val, sizeof kvs[i].val, "%s", e);
+			if (cm_pathf(kvs[i].val, sizeof kvs[i].val, "%s", e) < 0)
+				return cm_err_set(err, 500, "config_error", "BAD_CONFIG", known_keys[i],
+						  "%s is longer than %zu bytes", known_keys[i], sizeof kvs[i].val - 1);
 			kvs[i].set = true;
 		}
 	}
@@ -210,7 +218,8 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		return -1;
 	const char *dd = GET("CM_DATA_DIR", "var");
 	if (dd[0] == '/') {
-		snprintf(c->data_dir, sizeof c->data_dir, "%s", dd);
+		if (cm_pathf(c->data_dir, sizeof c->data_dir, "%s", dd) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_DATA_DIR", "CM_DATA_DIR too long");
 	} else {
 		char cwd[PATH_MAX];
 		if (!getcwd(cwd, sizeof cwd))

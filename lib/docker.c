@@ -13,13 +13,14 @@ int cm_docker_init(struct cm_docker *d, const char *docker_host, struct cm_error
 	if (!strncmp(docker_host, "unix://", 7)) {
 		if (snprintf(d->socket_path, sizeof d->socket_path, "%s", docker_host + 7) >= (int)sizeof d->socket_path)
 			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DOCKER_HOST", "DOCKER_HOST too long");
-		snprintf(d->base, sizeof d->base, "http://localhost%s", CM_DOCKER_API);
+		if (cm_pathf(d->base, sizeof d->base, "http://localhost%s", CM_DOCKER_API) < 0)
+			return cm_err_internal(err, "Docker base URL too long");
 	} else if (!strncmp(docker_host, "tcp://", 6)) {
 		const char *certs = getenv("DOCKER_CERT_PATH");
 		const char *verify = getenv("DOCKER_TLS_VERIFY");
 		bool tls = (certs && *certs) || (verify && *verify && strcmp(verify, "0"));
-		if (certs)
-			snprintf(d->cert_dir, sizeof d->cert_dir, "%s", certs);
+		if (certs && cm_pathf(d->cert_dir, sizeof d->cert_dir, "%s", certs) < 0)
+			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DOCKER_CERT_PATH", "DOCKER_CERT_PATH too long");
 		if (snprintf(d->base, sizeof d->base, "%s://%s%s", tls ? "https" : "http", docker_host + 6,
 			     CM_DOCKER_API) >= (int)sizeof d->base)
 			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DOCKER_HOST", "DOCKER_HOST too long");
@@ -49,25 +50,46 @@ static size_t write_buf(char *ptr, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
-static void setup(struct cm_docker *d, const char *path)
+char *cm_docker_url(const struct cm_docker *d, const char *path)
 {
-	char url[2048];
-	snprintf(url, sizeof url, "%s%s", d->base, path);
+	size_t bl = strlen(d->base), pl = strlen(path);
+	char *url = malloc(bl + pl + 1);
+	if (!url)
+		return NULL;
+	memcpy(url, d->base, bl);
+	memcpy(url + bl, path, pl + 1);
+	return url;
+}
+
+/* Resets the handle for path. The URL is sized exactly (a fixed buffer cut long archive paths
+ * short, and Docker then acted on the shorter path); -1 (err) only when memory runs out. */
+static int setup(struct cm_docker *d, const char *path, struct cm_error *err)
+{
+	char *url = cm_docker_url(d, path);
+	if (!url)
+		return cm_err_internal(err, "out of memory");
 	curl_easy_reset(d->curl);
-	curl_easy_setopt(d->curl, CURLOPT_URL, url);
+	/* libcurl copies the string */
+	CURLcode uc = curl_easy_setopt(d->curl, CURLOPT_URL, url);
+	free(url);
+	if (uc != CURLE_OK)
+		return cm_err_set(err, 400, "validation_error", "INVALID_PATH", NULL, "the Docker request URL is refused: %s",
+				  curl_easy_strerror(uc));
 	curl_easy_setopt(d->curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(d->curl, CURLOPT_CONNECTTIMEOUT, 5L);
 	if (d->socket_path[0])
 		curl_easy_setopt(d->curl, CURLOPT_UNIX_SOCKET_PATH, d->socket_path);
 	if (d->cert_dir[0]) {
+		/* cert_dir is at most 511 bytes: these always fit */
 		char p[700];
-		snprintf(p, sizeof p, "%s/ca.pem", d->cert_dir);
-		curl_easy_setopt(d->curl, CURLOPT_CAINFO, p);
-		snprintf(p, sizeof p, "%s/cert.pem", d->cert_dir);
-		curl_easy_setopt(d->curl, CURLOPT_SSLCERT, p);
-		snprintf(p, sizeof p, "%s/key.pem", d->cert_dir);
-		curl_easy_setopt(d->curl, CURLOPT_SSLKEY, p);
+		if (cm_pathf(p, sizeof p, "%s/ca.pem", d->cert_dir) == 0)
+			curl_easy_setopt(d->curl, CURLOPT_CAINFO, p);
+		if (cm_pathf(p, sizeof p, "%s/cert.pem", d->cert_dir) == 0)
+			curl_easy_setopt(d->curl, CURLOPT_SSLCERT, p);
+		if (cm_pathf(p, sizeof p, "%s/key.pem", d->cert_dir) == 0)
+			curl_easy_setopt(d->curl, CURLOPT_SSLKEY, p);
 	}
+	return 0;
 }
 
 /* GET /metrics counts the calls that failed: no answer, too slow, a transfer that broke (not
@@ -87,7 +109,8 @@ static void count_failure(struct cm_docker *d, CURLcode rc, bool stopped_here)
 long cm_docker_call(struct cm_docker *d, const char *method, const char *path, const char *body,
 		    struct cm_buf *resp, long timeout_s, struct cm_error *err)
 {
-	setup(d, path);
+	if (setup(d, path, err) < 0)
+		return -1;
 	struct curl_slist *hdrs = NULL;
 	if (body) {
 		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
@@ -153,7 +176,8 @@ long cm_docker_stream(struct cm_docker *d, const char *path, cm_docker_chunk_cb 
 		      volatile int *stop, struct cm_error *err)
 {
 	struct stream_ctx s = {cb, ud, stop, false};
-	setup(d, path);
+	if (setup(d, path, err) < 0)
+		return -1;
 	curl_easy_setopt(d->curl, CURLOPT_WRITEFUNCTION, write_stream);
 	curl_easy_setopt(d->curl, CURLOPT_WRITEDATA, &s);
 	curl_easy_setopt(d->curl, CURLOPT_NOPROGRESS, 0L);
@@ -173,7 +197,8 @@ long cm_docker_post_stream(struct cm_docker *d, const char *path, const char *js
 			   long timeout_s, struct cm_error *err)
 {
 	struct stream_ctx s = {cb, ud, NULL, false};
-	setup(d, path);
+	if (setup(d, path, err) < 0)
+		return -1;
 	struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
 	hdrs = curl_slist_append(hdrs, "Expect:");
 	curl_easy_setopt(d->curl, CURLOPT_POSTFIELDS, json ? json : "");
@@ -246,7 +271,8 @@ long cm_docker_exchange(struct cm_docker *d, const char *method, const char *pat
 			long timeout_s, struct cm_error *err)
 {
 	struct exch x = {io, false};
-	setup(d, path);
+	if (setup(d, path, err) < 0)
+		return -1;
 	struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
 	if (io->read) {
 		hdrs = curl_slist_append(hdrs, "Content-Type: application/x-tar");

@@ -19,6 +19,9 @@ struct cm_docker {
 int cm_docker_init(struct cm_docker *d, const char *docker_host, struct cm_error *err);
 void cm_docker_free(struct cm_docker *d);
 
+/* d->base followed by path, in a buffer of exactly that size (caller frees), or NULL (no memory). */
+char *cm_docker_url(const struct cm_docker *d, const char *path);
+
 /* One request. path starts with "/" and is appended after the API version.
  * body (JSON) may be NULL. The response body is appended to resp (capped at 32 MiB).
  * Returns the HTTP status, or -1 (err: 503 DOCKER_UNAVAILABLE) when dockerd cannot be reached. */

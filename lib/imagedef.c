@@ -152,8 +152,48 @@ static int y2j_node(struct y2j *y, yaml_node_t *n, int depth)
 	}
 }
 
+/* Whether flow collections ([...], {...}) nest deeper than YAML_MAX_DEPTH. libyaml spends
+ * minutes on ~300,000 nested flow sequences before y2j_node's depth check could see them, so
+ * this cheap scan runs first. Quotes and comments are skipped roughly: a miscount can only let
+ * a document through to libyaml (which then bounds it), or refuse one whose plain text holds
+ * 65 unmatched brackets. */
+static bool yaml_flow_too_deep(const char *t, size_t n)
+{
+	int depth = 0;
+	char q = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = t[i];
+		if (q) {
+			if (q == '"' && c == '\\')
+				i++;
+			else if (c == q && q == '\'' && i + 1 < n && t[i + 1] == '\'')
+				i++;
+			else if (c == q)
+				q = 0;
+			continue;
+		}
+		if (c == '"' || c == '\'') {
+			q = c;
+		} else if (c == '#' && (i == 0 || t[i - 1] == ' ' || t[i - 1] == '\t' || t[i - 1] == '\n')) {
+			while (i + 1 < n && t[i + 1] != '\n')
+				i++;
+		} else if (c == '[' || c == '{') {
+			if (++depth > YAML_MAX_DEPTH)
+				return true;
+		} else if ((c == ']' || c == '}') && depth > 0) {
+			depth--;
+		}
+	}
+	return false;
+}
+
 char *cm_yaml_to_json(const char *text, size_t len, struct cm_error *err)
 {
+	if (yaml_flow_too_deep(text, len)) {
+		cm_err_validation(err, "INVALID_DEFINITIONS", NULL, "the document nests deeper than %d levels",
+				  YAML_MAX_DEPTH);
+		return NULL;
+	}
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	if (!yaml_parser_initialize(&parser)) {
@@ -453,10 +493,9 @@ static int norm_context(struct norm *nm, yajl_val ctx)
 	else if (ctx && !YAJL_IS_TRUE(ctx) && !YAJL_IS_NULL(ctx))
 		return bad(nm, "context", "must be false, true or a directory path", NULL);
 	char joined[PATH_MAX * 2];
-	if (rel[0] == '/')
-		snprintf(joined, sizeof joined, "%s", rel);
-	else
-		snprintf(joined, sizeof joined, "%s/%s", nm->base_dir, rel);
+	if (rel[0] == '/' ? cm_pathf(joined, sizeof joined, "%s", rel) < 0
+			  : cm_pathf(joined, sizeof joined, "%s/%s", nm->base_dir, rel) < 0)
+		return bad(nm, "context", "is too long", NULL);
 	struct stat st;
 	if (!realpath(joined, path) || stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
 		return bad(nm, "context", "\"%.300s\" is not a directory", rel);
@@ -598,7 +637,7 @@ int cm_imagedefs_load(const char *path, struct cm_imagedef **defs, size_t *n, st
 		free(text);
 		return cm_err_validation(err, "INVALID_DEFINITIONS", NULL, "cannot resolve %s: %s", path, strerror(errno));
 	}
-	snprintf(dir, sizeof dir, "%s", dirname(abs));
+	(void)cm_pathf(dir, sizeof dir, "%s", dirname(abs)); /* no longer than abs: always fits */
 	int rc = cm_imagedefs_parse(text, len, dir, defs, n, err);
 	free(text);
 	if (rc < 0)

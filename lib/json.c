@@ -156,8 +156,12 @@ yajl_val cm_json_parse(const char *text, size_t len, struct cm_error *err)
 		cm_err_validation(err, "INVALID_JSON", NULL, "request body contains a NUL byte");
 		return NULL;
 	}
-	/* yajl_tree accepts comments; JSON does not */
+	/* yajl_tree accepts comments; JSON does not. The same pass bounds the nesting: yajl's
+	 * parser is iterative, but yajl_tree_free and has_dup_keys (and every walker of the tree)
+	 * recurse, so ~150,000 nested arrays overflow the stack. Counting brackets outside strings
+	 * is exact up to the first byte yajl would refuse (an unmatched closer stops it there). */
 	bool in_str = false;
+	int depth = 0;
 	for (size_t i = 0; i < len; i++) {
 		char c = text[i];
 		if (in_str) {
@@ -172,6 +176,16 @@ yajl_val cm_json_parse(const char *text, size_t len, struct cm_error *err)
 				in_str = false;
 		} else if (c == '"') {
 			in_str = true;
+		} else if (c == '[' || c == '{') {
+			if (++depth > CM_JSON_MAX_DEPTH) {
+				cm_err_validation(err, "JSON_TOO_DEEP", NULL,
+						  "JSON nests deeper than %d arrays/objects", CM_JSON_MAX_DEPTH);
+				err->limit = CM_JSON_MAX_DEPTH;
+				return NULL;
+			}
+		} else if (c == ']' || c == '}') {
+			if (depth > 0)
+				depth--;
 		} else if (c == '/') {
 			cm_err_validation(err, "INVALID_JSON", NULL, "malformed JSON: comments are not allowed");
 			return NULL;

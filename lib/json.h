@@ -25,8 +25,15 @@ int cm_jg_kv_time(yajl_gen g, const char *k, int64_t ms);
 /* Copies the generated text into a new NUL-terminated string; frees g. */
 char *cm_jg_finish(yajl_gen g);
 
+/* Deepest nesting of arrays/objects cm_json_parse accepts ("[[1]]" is 2 deep). Every
+ * document the API takes is far shallower; the limit keeps recursive tree walkers (yajl_tree_free
+ * among them) off the end of the stack. */
+#define CM_JSON_MAX_DEPTH 64
+
 /* Parses JSON text (not necessarily NUL-terminated). Rejects invalid UTF-8
- * and duplicate object keys; returns NULL and fills err (400 INVALID_JSON). */
+ * and duplicate object keys; returns NULL and fills err (400 INVALID_JSON).
+ * Nesting deeper than CM_JSON_MAX_DEPTH is refused before yajl builds anything
+ * (400 JSON_TOO_DEEP, details.limit 64). */
 yajl_val cm_json_parse(const char *text, size_t len, struct cm_error *err);
 /* Object member lookup (first match) or NULL. */
 yajl_val cm_json_get(yajl_val obj, const char *key);

@@ -85,6 +85,10 @@ int ws_cmd_parse(const char *msg, size_t len, struct ws_cmd *cmd, char *errmsg, 
 	memset(cmd, 0, sizeof *cmd);
 	struct cm_error err;
 	yajl_val v = cm_json_parse(msg, len, &err);
+	if (!v && !strcmp(err.code, "JSON_TOO_DEEP")) {
+		bad(errmsg, errsz, err.message);
+		return WS_CMD_TOO_DEEP;
+	}
 	if (!v)
 		return bad(errmsg, errsz, "frame is not valid JSON (expected {\"type\": ...})");
 	int rc = -1;

@@ -20,8 +20,10 @@ struct ws_cmd {
 	char signame[8];
 };
 
-/* Parses one client text message. On failure returns -1 with a message for the error frame
- * (the session goes on). */
+/* Parses one client text message. On failure returns -1 (error frame BAD_FRAME) or
+ * WS_CMD_TOO_DEEP (error frame JSON_TOO_DEEP: nesting over CM_JSON_MAX_DEPTH, refused before any
+ * tree is built) with a message for the error frame (the session goes on either way). */
+#define WS_CMD_TOO_DEEP (-2)
 int ws_cmd_parse(const char *msg, size_t len, struct ws_cmd *cmd, char *errmsg, size_t errsz);
 void ws_cmd_free(struct ws_cmd *cmd);
 /* "INT", "SIGINT", ... → signal number, or 0 when not one of the allowed names. */

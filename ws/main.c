@@ -594,8 +594,9 @@ static void handle_message(struct session *s, const char *msg, size_t len)
 		send_error(s, "BAD_FRAME", "a log stream takes no input other than {\"type\":\"close\"}");
 		return;
 	}
-	if (ws_cmd_parse(msg, len, &cmd, why, sizeof why) < 0) {
-		send_error(s, "BAD_FRAME", why);
+	int prc = ws_cmd_parse(msg, len, &cmd, why, sizeof why);
+	if (prc < 0) {
+		send_error(s, prc == WS_CMD_TOO_DEEP ? "JSON_TOO_DEEP" : "BAD_FRAME", why);
 		return;
 	}
 	switch (cmd.type) {

@@ -122,5 +122,21 @@ int main(void)
 	const unsigned char badmux[] = {7, 0, 0, 0, 0, 0, 0, 1, 'x'};
 	struct ws_demux d3 = {0};
 	ok(ws_demux_feed(&d3, badmux, sizeof badmux, collect, &col2) < 0, "unknown stream type refused");
+	/* a deep frame (300 KB of nesting crashed cm-ws in yajl_tree_free): its own code, no crash */
+	{
+		size_t n = 150000;
+		char *deep = malloc(2 * n + 40);
+		if (!deep)
+			return 1;
+		size_t k = (size_t)snprintf(deep, 40, "{\"type\":\"stdin\",\"data\":");
+		memset(deep + k, '[', n);
+		memset(deep + k + n, ']', n);
+		deep[k + 2 * n] = '}';
+		deep[k + 2 * n + 1] = '\0';
+		char why[200] = "";
+		ok(ws_cmd_parse(deep, strlen(deep), &c, why, sizeof why) == WS_CMD_TOO_DEEP && strstr(why, "deeper"),
+		   "a frame nesting 150,000 arrays -> WS_CMD_TOO_DEEP (%s)", why);
+		free(deep);
+	}
 	return tap_done();
 }

@@ -261,6 +261,24 @@ int main(void)
 		deep[k++] = '[';
 	deep[k] = '\0';
 	refuse(deep, "", "a deeply nested document");
+	/* 300,000 levels, closed, in both syntaxes: refused, not a stack overflow */
+	{
+		size_t nn = 300000;
+		char *big = malloc(2 * nn + 64);
+		if (!big)
+			return 1;
+		for (int isjson = 0; isjson < 2; isjson++) {
+			size_t b = (size_t)snprintf(big, 64, isjson ? "{\"images\": " : "images: ");
+			memset(big + b, '[', nn);
+			memset(big + b + nn, ']', nn);
+			b += 2 * nn;
+			if (isjson)
+				big[b++] = '}';
+			big[b] = '\0';
+			refuse(big, "deeper", isjson ? "300,000 nested JSON arrays" : "300,000 nested YAML flow sequences");
+		}
+		free(big);
+	}
 
 	char cmd[700];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -1,6 +1,7 @@
-/* t_util.c: sizes, ids, UTF-8, base64url, time, listen specs, rm -rf. */
+/* t_util.c: sizes, ids, UTF-8, base64url, time, listen specs, rm -rf, Docker request URLs. */
 #include "config.h"
 #include "cm.h"
+#include "docker.h"
 #include "tap.h"
 
 #include <stdlib.h>
@@ -91,5 +92,28 @@ int main(void)
 	ok(stat(p, &st) == 0, "rm -rf did not follow the symlink");
 	cm_rm_rf(outside);
 	ok(cm_rm_rf("/tmp/cm-unit-does-not-exist") == 0, "missing path is fine");
+	/* Docker request URLs are never cut short (a 2048-byte buffer made Docker act on a shorter path) */
+	{
+		struct cm_docker d;
+		struct cm_error derr;
+		ok(cm_docker_init(&d, "unix:///var/run/docker.sock", &derr) == 0, "docker client init");
+		for (size_t len = 100; len <= 100000; len *= 10) {
+			char *path = malloc(len + 1);
+			if (!path)
+				return 1;
+			memset(path, 'a', len);
+			memcpy(path, "/containers/x/archive?path=", 27);
+			path[len - 1] = 'Z';
+			path[len] = '\0';
+			char *url = cm_docker_url(&d, path);
+			size_t bl = strlen("http://localhost" CM_DOCKER_API);
+			ok(url && strlen(url) == bl + len && !strncmp(url, "http://localhost" CM_DOCKER_API, bl) &&
+				   !strcmp(url + bl, path),
+			   "a %zu-byte Docker path gives the whole URL (%zu bytes)", len, url ? strlen(url) : 0);
+			free(url);
+			free(path);
+		}
+		cm_docker_free(&d);
+	}
 	return tap_done();
 }
