@@ -130,6 +130,8 @@ static int spec_set(struct app_spec *s, const char *key, const char *text, const
 }
 
 static const char *const spec_keys[] = {"name", "src", "port", "scheme", "health", "lifetime", "build_dir"};
+/* the parts of a form that are fields even when sent as files (-F spec=@spec.json) */
+static const char *const form_fields[] = {"spec", "name", "src", "port", "scheme", "health", "lifetime", "build_dir", NULL};
 
 static int spec_from_query(struct cm_req *r, struct app_spec *s, struct cm_error *err)
 {
@@ -430,7 +432,7 @@ static int read_input(struct cm_req *r, struct app_spec *s, char name[40], char 
 			goto fail;
 		if (multipart) {
 			struct cm_mp_fields fields;
-			int rc = cm_multipart_extract(path, boundary, "source", &fields, &err);
+			int rc = cm_multipart_extract(path, boundary, "source", form_fields, &fields, &err);
 			if (rc == 1) {
 				/* fields and no file: fine for an image:REF app (checked below) */
 				unlink(path);

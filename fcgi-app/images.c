@@ -345,7 +345,8 @@ void h_image_build(struct cm_req *r)
 		goto fail;
 	if (multipart) {
 		struct cm_mp_fields fields;
-		int mrc = cm_multipart_extract(ctx_path, boundary, "context", &fields, &err);
+		static const char *const form_fields[] = {"tag", "dockerfile", "build_dir", NULL};
+		int mrc = cm_multipart_extract(ctx_path, boundary, "context", form_fields, &fields, &err);
 		if (mrc == 1)
 			mrc = cm_err_validation(&err, "INVALID_MULTIPART", "body",
 						"the multipart body has no file part (send the archive as the \"context\" field)");

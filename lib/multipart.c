@@ -97,8 +97,17 @@ static int add_field(struct cm_mp_fields *fields, const char *name, const char *
 	return 0;
 }
 
-int cm_multipart_extract(const char *path, const char *boundary, const char *file_part, struct cm_mp_fields *fields,
-			 struct cm_error *err)
+/* True when name is one of the NULL-terminated names (none when names is NULL). */
+static bool listed(const char *const *names, const char *name)
+{
+	for (; names && *names; names++)
+		if (!strcmp(*names, name))
+			return true;
+	return false;
+}
+
+int cm_multipart_extract(const char *path, const char *boundary, const char *file_part, const char *const *field_names,
+			 struct cm_mp_fields *fields, struct cm_error *err)
 {
 	fields->n = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -116,8 +125,17 @@ int cm_multipart_extract(const char *path, const char *boundary, const char *fil
 	char delim[80];
 	int dl = snprintf(delim, sizeof delim, "--%s", boundary);
 	const char *p = memmem(m, len, delim, (size_t)dl), *end = m + len;
+	/* the parts first, then the choice of the file part: a part named file_part, or else the
+	 * first with a filename that is not one of field_names; every other part is a field, also
+	 * one sent as a file (curl -F spec=@spec.json) */
+	struct part {
+		char name[64];
+		bool has_filename;
+		const char *body, *end;
+	} parts[CM_MULTIPART_FIELDS_MAX + 2];
+	size_t np = 0;
 	const char *best = NULL, *best_end = NULL;
-	bool best_named = false, any = false;
+	bool any = false;
 	int rc = 0;
 	while (p && p + dl + 2 <= end) {
 		const char *q = p + dl;
@@ -134,32 +152,43 @@ int cm_multipart_extract(const char *path, const char *boundary, const char *fil
 		if (!next)
 			break;
 		any = true;
+		if (np == CM_ARRAY_LEN(parts)) {
+			rc = cm_err_validation(err, "INVALID_MULTIPART", "body", "the multipart body has more than %d fields",
+					       CM_MULTIPART_FIELDS_MAX);
+			break;
+		}
+		struct part *pt = &parts[np++];
+		pt->name[0] = '\0';
+		pt->has_filename = false;
+		pt->body = body;
+		pt->end = next;
 		/* the part's headers: hdr .. body-4 */
-		char name[64] = "", filename[256] = "";
-		bool has_filename = false;
+		char filename[256];
 		for (const char *h = hdr + 2; h < body - 4;) {
 			const char *eol = memmem(h, (size_t)(body - 2 - h), "\r\n", 2);
 			size_t hl = eol ? (size_t)(eol - h) : (size_t)(body - 4 - h);
 			if (hl > 20 && !strncasecmp(h, "Content-Disposition:", 20)) {
-				disposition_param(h, hl, "name", name, sizeof name);
-				has_filename = disposition_param(h, hl, "filename", filename, sizeof filename);
+				disposition_param(h, hl, "name", pt->name, sizeof pt->name);
+				pt->has_filename = disposition_param(h, hl, "filename", filename, sizeof filename);
 			}
 			h += hl + 2;
 		}
-		bool named = !strcmp(name, file_part);
-		if (named || has_filename) {
-			/* the named part wins; else the first with a filename */
-			if ((named && !best_named) || !best) {
-				best = body;
-				best_end = next;
-				best_named = named;
-			}
-		} else if (add_field(fields, name, body, (size_t)(next - body), err) < 0) {
-			rc = -1;
-			break;
-		}
 		p = next + 2;
 	}
+	size_t file = np;
+	for (size_t i = 0; i < np && file == np; i++)
+		if (!strcmp(parts[i].name, file_part))
+			file = i;
+	for (size_t i = 0; i < np && file == np; i++)
+		if (parts[i].has_filename && !listed(field_names, parts[i].name))
+			file = i;
+	if (file < np) {
+		best = parts[file].body;
+		best_end = parts[file].end;
+	}
+	for (size_t i = 0; rc == 0 && i < np; i++)
+		if (i != file && add_field(fields, parts[i].name, parts[i].body, (size_t)(parts[i].end - parts[i].body), err) < 0)
+			rc = -1;
 	if (rc == 0 && !any)
 		rc = cm_err_validation(err, "INVALID_MULTIPART", "body", "the multipart body has no part (boundary %s)", boundary);
 	if (rc == 0 && !best)

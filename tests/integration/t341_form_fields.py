@@ -75,6 +75,11 @@ def main(t):
     for label, data, params, code, field in cases:
         r = s.post("/apps", params=params, data=data, files={"source": src}, timeout=120)
         check_error(t, r, 400, code=code, field=field, name="POST /apps: " + label)
+    # a spec sent as a file part (curl -F spec=@spec.json -F source=@src.zip) is still the spec,
+    # not a second source: its bad port is what gets refused
+    r = s.post("/apps", files={"spec": ("spec.json", json.dumps({"name": bad, "port": "eighty"}), "application/json"),
+                               "source": src}, timeout=120)
+    check_error(t, r, 400, code="INVALID_TYPE", field="port", name="POST /apps: a spec part with a filename is read as the spec")
     t.eq(counts(bad, tag), before, "POST /apps refusals: no job, app row, container or staged upload left")
     check_error(t, s.get("/apps/" + bad), 404, name="the refused app does not exist")
 

@@ -193,7 +193,7 @@ static void test_multipart(const char *dir)
 	write_file(path, body, strlen(body));
 	struct cm_mp_fields f;
 	struct cm_error err = {0};
-	ok(cm_multipart_extract(path, "XyZ", "source", &f, &err) == 0, "a form with fields and a file");
+	ok(cm_multipart_extract(path, "XyZ", "source", NULL, &f, &err) == 0, "a form with fields and a file");
 	ok(f.n == 2 && !strcmp(f.f[0].name, "name") && !strcmp(f.f[0].value, "web") && !strcmp(f.f[1].name, "port") &&
 		   !strcmp(f.f[1].value, "8080"),
 	   "the plain fields, in order");
@@ -207,21 +207,21 @@ static void test_multipart(const char *dir)
 	       "--XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nweb2\r\n--XyZ--\r\n";
 	write_file(path, body, strlen(body));
 	cm_err_clear(&err);
-	ok(cm_multipart_extract(path, "XyZ", "source", &f, &err) < 0 && !strcmp(err.code, "DUPLICATE_FIELD") &&
+	ok(cm_multipart_extract(path, "XyZ", "source", NULL, &f, &err) < 0 && !strcmp(err.code, "DUPLICATE_FIELD") &&
 		   !strcmp(err.field, "name"),
 	   "a field twice: DUPLICATE_FIELD naming it");
 	cm_mp_fields_free(&f);
 
 	body = "--XyZ\r\nContent-Disposition: form-data; name=\"spec\"\r\n\r\n{\"src\":\"image:x\"}\r\n--XyZ--\r\n";
 	write_file(path, body, strlen(body));
-	ok(cm_multipart_extract(path, "XyZ", "source", &f, &err) == 1 && f.n == 1 && !strcmp(f.f[0].value, "{\"src\":\"image:x\"}"),
+	ok(cm_multipart_extract(path, "XyZ", "source", NULL, &f, &err) == 1 && f.n == 1 && !strcmp(f.f[0].value, "{\"src\":\"image:x\"}"),
 	   "fields and no file part: 1, the fields filled");
 	cm_mp_fields_free(&f);
 
 	body = "--XyZ\r\nContent-Disposition: form-data\r\n\r\nvalue\r\n--XyZ--\r\n";
 	write_file(path, body, strlen(body));
 	cm_err_clear(&err);
-	ok(cm_multipart_extract(path, "XyZ", "source", &f, &err) < 0 && !strcmp(err.code, "INVALID_MULTIPART"),
+	ok(cm_multipart_extract(path, "XyZ", "source", NULL, &f, &err) < 0 && !strcmp(err.code, "INVALID_MULTIPART"),
 	   "a part without a name is refused");
 	cm_mp_fields_free(&f);
 	unlink(path);
