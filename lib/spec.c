@@ -706,6 +706,12 @@ bool cm_valid_app_name(const char *s)
 	return true;
 }
 
+bool cm_volume_is_ours(yajl_val inspect, const char *instance)
+{
+	const char *inst = cm_json_get_str(cm_json_get(inspect, "Labels"), "io.container-manager.instance");
+	return inst && instance && *instance && !strcmp(inst, instance);
+}
+
 bool cm_valid_volume_name(const char *s)
 {
 	size_t n = s ? strlen(s) : 0;
