@@ -517,8 +517,12 @@ static int docker_start(struct ctx *c, const char *id, struct cm_error *err)
 {
 	char path[256];
 	snprintf(path, sizeof path, "/containers/%s/start", id);
+	bool held;
+	if (binds_before_start(c, id, &held, err) < 0)
+		return -1;
 	struct cm_buf resp = {0};
 	long st = cm_docker_call(&c->docker, "POST", path, NULL, &resp, 60, err);
+	binds_after(held);
 	int rc = 0;
 	if (st < 0) {
 		rc = -1;
@@ -619,8 +623,14 @@ static char *docker_create(struct ctx *c, const char *cuid, const char *name, co
 	}
 	char path[256];
 	snprintf(path, sizeof path, "/containers/create?name=%s", name);
+	bool held;
+	if (binds_before_create(c, cuid, s, &held, err) < 0) {
+		free(body);
+		return NULL;
+	}
 	struct cm_buf resp = {0};
 	long st = cm_docker_call(&c->docker, "POST", path, body, &resp, 60, err);
+	binds_after(held);
 	free(body);
 	char *id = NULL;
 	if (st == 201) {
@@ -797,7 +807,11 @@ static int job_action(struct ctx *c, const char *kind, const char *cuid, yajl_va
 		else
 			snprintf(path, sizeof path, "/containers/%s/restart", id);
 		struct cm_buf resp = {0};
+		bool held;
+		if (binds_before_start(c, id, &held, err) < 0)
+			return -1;
 		long s = cm_docker_call(&c->docker, "POST", path, NULL, &resp, (timeout >= 0 ? timeout : 10) + 60, err);
+		binds_after(held);
 		if (s < 0) {
 			rc = -1;
 		} else if (s != 204) {
