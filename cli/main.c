@@ -292,6 +292,30 @@ static int ensure_cert(const char *cert, const char *key)
 }
 
 /* mkdir -p path, then set owner group and mode on the last component. */
+/* Warns when containers run as the uid of a host account with a login shell: whoever escapes a
+ * container would then act as that person on the host (their files, their processes). */
+static void warn_container_uid(const char *setting, const char *value)
+{
+	unsigned uid, gid;
+	if (cm_parse_uid(value, &uid, &gid) < 0 || uid == 0)
+		return;
+	struct passwd *pw = getpwuid((uid_t)uid);
+	if (!pw || !pw->pw_shell || !pw->pw_shell[0])
+		return;
+	bool login = false;
+	setusershell();
+	for (const char *sh; (sh = getusershell());)
+		if (!strcmp(sh, pw->pw_shell))
+			login = true;
+	endusershell();
+	if (login)
+		fprintf(stderr,
+			"container-manager: warning: %s=%s is the uid of the host account \"%s\" (login shell %s): "
+			"a process that escapes a container would act as that user; pick a uid that no account "
+			"has (see getent passwd UID)\n",
+			setting, value, pw->pw_name, pw->pw_shell);
+}
+
 static int prepare_dir(const char *path, unsigned mode, gid_t gid)
 {
 	if (cm_mkdir_p(path, 0755) < 0) {
@@ -715,6 +739,10 @@ static int cmd_serve(const struct serve_opts *o)
 	if (o->position && cfg.https_listen_default)
 		setenv("CM_HTTPS_LISTEN", "off", 1); /* the same for the children */
 	setenv("APPS_LISTEN", cfg.apps_listen, 1); /* (a default derived from the listeners above) */
+	if (!o->only_migrate) {
+		warn_container_uid("DEFAULT_USER_UID", cfg.default_uid);
+		warn_container_uid("APP_USER_UID", cfg.app_uid);
+	}
 	if (cfg.images_file[0]) {
 		char abs[PATH_MAX];
 		if (!realpath(cfg.images_file, abs)) {

@@ -16,6 +16,7 @@ struct cm_app {
 	char runner_sock[512];
 	char htpasswd[512];
 	unsigned char cursor_key[32];
+	char instance[17]; /* this stack's instance label: the volumes it may show, mount and delete */
 };
 
 #define CM_MAX_PARAMS 4

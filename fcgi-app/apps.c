@@ -26,7 +26,7 @@
 #define APP_BUILD_WAIT 600 /* a synchronous create/update waits JOB_TIMEOUT + this, then answers 202 */
 #define APP_RUN_WAIT 300
 
-enum { F_NAME = 1, F_SRC = 2, F_PORT = 4, F_SCHEME = 8, F_HEALTH = 16, F_LIFETIME = 32, F_BUILD_DIR = 64 };
+enum { F_NAME = 1, F_SRC = 2, F_PORT = 4, F_SCHEME = 8, F_HEALTH = 16, F_LIFETIME = 32, F_BUILD_DIR = 64, F_USER = 128 };
 
 struct app_spec {
 	char name[64];
@@ -36,6 +36,7 @@ struct app_spec {
 	char health[520];
 	char lifetime[10];
 	char build_dir[1024]; /* "" = the root */
+	char user[64];        /* uid[:gid] the containers run as ("" = APP_USER_UID) */
 	unsigned given;
 };
 
@@ -115,6 +116,12 @@ static int spec_set(struct app_spec *s, const char *key, const char *text, const
 			return cm_err_validation(err, "INVALID_VALUE", "lifetime", "lifetime is service or command");
 		snprintf(s->lifetime, sizeof s->lifetime, "%s", text);
 		s->given |= F_LIFETIME;
+	} else if (!strcmp(key, "user")) {
+		/* checked against the settings (root, ALLOW_ROOT_CONTAINERS) once the request is read */
+		if (strlen(text) >= sizeof s->user)
+			return cm_err_validation(err, "INVALID_VALUE", "user", "user is a numeric uid or uid:gid");
+		snprintf(s->user, sizeof s->user, "%s", text);
+		s->given |= F_USER;
 	} else if (!strcmp(key, "build_dir")) {
 		if (strlen(text) >= sizeof s->build_dir || !cm_valid_utf8(text, strlen(text)))
 			return cm_err_validation(err, "INVALID_VALUE", "build_dir", "build_dir is a directory of the source");
@@ -124,14 +131,14 @@ static int spec_set(struct app_spec *s, const char *key, const char *text, const
 		s->given |= F_BUILD_DIR;
 	} else {
 		return cm_err_validation(err, "UNKNOWN_FIELD", key,
-					 "unknown field \"%.64s\" (name, src, port, scheme, health, lifetime, build_dir)", key);
+					 "unknown field \"%.64s\" (name, src, port, scheme, health, lifetime, build_dir, user)", key);
 	}
 	return 0;
 }
 
-static const char *const spec_keys[] = {"name", "src", "port", "scheme", "health", "lifetime", "build_dir"};
+static const char *const spec_keys[] = {"name", "src", "port", "scheme", "health", "lifetime", "build_dir", "user"};
 /* the parts of a form that are fields even when sent as files (-F spec=@spec.json) */
-static const char *const form_fields[] = {"spec", "name", "src", "port", "scheme", "health", "lifetime", "build_dir", NULL};
+static const char *const form_fields[] = {"spec", "name", "src", "port", "scheme", "health", "lifetime", "build_dir", "user", NULL};
 
 static int spec_from_query(struct cm_req *r, struct app_spec *s, struct cm_error *err)
 {
@@ -147,7 +154,7 @@ static int spec_from_json(struct app_spec *s, yajl_val v, struct cm_error *err)
 {
 	if (!YAJL_IS_OBJECT(v))
 		return cm_err_validation(err, "INVALID_TYPE", "spec",
-					 "the spec must be an object {name, src, port, scheme, health, lifetime, build_dir}");
+					 "the spec must be an object {name, src, port, scheme, health, lifetime, build_dir, user}");
 	for (size_t i = 0; i < v->u.object.len; i++) {
 		const char *k = v->u.object.keys[i];
 		yajl_val x = v->u.object.values[i];
@@ -193,7 +200,7 @@ static int spec_from_fields(struct app_spec *s, const struct cm_mp_fields *field
 			char shown[64];
 			cm_log_escape(shown, sizeof shown, f->name);
 			return cm_err_validation(err, "UNKNOWN_FIELD", shown,
-						 "unknown form field \"%s\" (spec, source, name, src, port, scheme, health, lifetime, "
+						 "unknown form field \"%s\" (spec, source, name, src, port, scheme, health, lifetime, user, "
 						 "build_dir)", shown);
 		}
 		if (spec_set(s, f->name, f->value, NULL, err) < 0)
@@ -206,11 +213,11 @@ static int spec_from_fields(struct app_spec *s, const struct cm_mp_fields *field
 
 #define APP_COLS                                                                                            \
 	"name, src, scheme, health, lifetime, build_dir, port, container_port, image, image_id, generation, " \
-	"host_port, status, last_check, last_ok, last_error, failures, restarts, created_at, updated_at, docker_id"
+	"host_port, status, last_check, last_ok, last_error, failures, restarts, created_at, updated_at, docker_id, user"
 enum {
 	A_NAME, A_SRC, A_SCHEME, A_HEALTH, A_LIFETIME, A_BUILD_DIR, A_PORT, A_CPORT, A_IMAGE, A_IMAGE_ID, A_GEN,
 	A_HOST_PORT, A_STATUS, A_LAST_CHECK, A_LAST_OK, A_LAST_ERROR, A_FAILURES, A_RESTARTS, A_CREATED, A_UPDATED,
-	A_DOCKER_ID
+	A_DOCKER_ID, A_USER
 };
 
 static void kv_time_or_null(yajl_gen g, const char *k, sqlite3_stmt *st, int col)
@@ -246,6 +253,8 @@ static void emit_app(yajl_gen g, sqlite3_stmt *st)
 	cm_jg_kv_str(g, "build_dir", bd);
 	cm_jg_kv_int(g, "generation", sqlite3_column_int64(st, A_GEN));
 	cm_jg_kv_str(g, "container_id", cm_col_str(st, A_DOCKER_ID));
+	const char *user = cm_col_str(st, A_USER);
+	cm_jg_kv_str(g, "user", user && *user ? user : NULL); /* null: the APP_USER_UID setting */
 	cm_jg_str(g, "health_check");
 	yajl_gen_map_open(g);
 	kv_time_or_null(g, "last_check", st, A_LAST_CHECK);
@@ -535,6 +544,7 @@ static char *job_args(const struct app_spec *s, const char *context, const char 
 	cm_jg_kv_str(g, "health", s->health);
 	cm_jg_kv_str(g, "lifetime", s->lifetime);
 	cm_jg_kv_str(g, "build_dir", s->build_dir);
+	cm_jg_kv_str(g, "user", s->user);
 	if (!strncmp(s->src, "image:", 6)) {
 		cm_jg_kv_str(g, "image", s->src + 6);
 	} else {
@@ -567,6 +577,7 @@ static void create_or_update(struct cm_req *r, const char *path_name_or_null)
 		snprintf(s.lifetime, sizeof s.lifetime, "%s", cm_col_str(st, A_LIFETIME) ? cm_col_str(st, A_LIFETIME) : "service");
 		snprintf(s.build_dir, sizeof s.build_dir, "%s", cm_col_str(st, A_BUILD_DIR) ? cm_col_str(st, A_BUILD_DIR) : "");
 		s.port = (long)sqlite3_column_int64(st, A_PORT);
+		snprintf(s.user, sizeof s.user, "%s", cm_col_str(st, A_USER) ? cm_col_str(st, A_USER) : "");
 		sqlite3_reset(st);
 	} else {
 		/* a clash named in the query is refused before the upload is read */
@@ -592,6 +603,13 @@ static void create_or_update(struct cm_req *r, const char *path_name_or_null)
 	struct new_app na = {s.name, r->app->cfg.max_containers};
 	if (!update && check_new_app(&r->app->db, &na, &err) < 0)
 		goto fail;
+	if (s.given & F_USER) {
+		/* root only where the operator allows it; kept normalized ("" follows APP_USER_UID) */
+		char norm[64];
+		if (cm_config_container_user(&r->app->cfg, s.user, norm, "user", &err) < 0)
+			goto fail;
+		snprintf(s.user, sizeof s.user, "%s", s.user[0] ? norm : "");
+	}
 	char dockerfile[1024] = "";
 	long port = 0;
 	int crc = check_source(r, &s, path, dockerfile, sizeof dockerfile, &port, &err);

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "app.h"
 #include "docker.h"
+#include "bindpath.h"
 #include "files.h"
 #include "paths.h"
 #include "staging.h"
@@ -149,6 +150,31 @@ static void docker_status_error(struct cm_req *r, long status, const char *body,
 		cm_respond_errorf(r, 500, "compose_error", "DOCKER_ERROR", NULL, "%s failed (Docker %ld): %s", what, status, msg);
 }
 
+/* Docker's archive endpoints mount the container's binds again, resolving their source paths
+ * anew (even for a running container): each bind must still be the path checked when the
+ * container was defined (bindpath.h), else 409 BIND_SOURCE_CHANGED. */
+static int binds_unchanged(struct cm_req *r, const char *cuid, struct cm_error *err)
+{
+	static const char *sql = "SELECT json_extract(j.value, '$.source') FROM containers c, json_each(c.volumes) j "
+				 "WHERE c.cuid = ? AND json_extract(j.value, '$.type') = 'bind'";
+	sqlite3_stmt *st = cm_db_stmt(&r->app->db, sql, err);
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, cuid, -1, SQLITE_STATIC);
+	int rc = 0, step;
+	char why[400];
+	while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *src = cm_col_str(st, 0);
+		if (src && cm_bind_verify(&r->app->cfg, src, geteuid(), why, sizeof why) != CM_BIND_OK)
+			rc = cm_err_set(err, 409, "conflict", "BIND_SOURCE_CHANGED", "volumes",
+					"refusing to mount: %s (it was checked when the container was defined)", why);
+	}
+	if (rc == 0 && step != SQLITE_DONE)
+		rc = cm_db_fail(&r->app->db, err, "read binds");
+	sqlite3_reset(st);
+	return rc;
+}
+
 /* The Docker client and request path for the container's ?path=; answers the error itself
  * and returns NULL when the container, the path or Docker is not usable. */
 static struct cm_docker *archive_target(struct cm_req *r, const char *cuid, char *path, size_t pathsz)
@@ -157,7 +183,7 @@ static struct cm_docker *archive_target(struct cm_req *r, const char *cuid, char
 	char id[128] = "";
 	struct cm_docker *d = NULL;
 	if (docker_id(r, cuid, id, sizeof id, &err) < 0 || archive_path(r, id, path, pathsz, &err) < 0 ||
-	    !(d = cm_app_docker(r, &err))) {
+	    binds_unchanged(r, cuid, &err) < 0 || !(d = cm_app_docker(r, &err))) {
 		cm_respond_error(r, &err, NULL);
 		return NULL;
 	}

@@ -224,7 +224,8 @@ static int worker_main(int listen_fd, int slot)
 		cm_error("data directory path too long");
 		return 1;
 	}
-	if (cm_db_open(&app.db, dbpath, &err) < 0 || cm_db_secret(&app.db, "cursor_key", app.cursor_key, &err) < 0) {
+	if (cm_db_open(&app.db, dbpath, &err) < 0 || cm_db_secret(&app.db, "cursor_key", app.cursor_key, &err) < 0 ||
+	    cm_db_instance(&app.db, app.instance, &err) < 0) {
 		cm_error("database: %s", err.message);
 		return 1;
 	}

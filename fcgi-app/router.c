@@ -17,7 +17,7 @@ static const char *const p_jobs[] = {"status", "cuid", "kind", "limit", "cursor"
 static const char *const p_wait[] = {"wait", NULL};
 static const char *const p_build[] = {"tag", "dockerfile", "build_dir", NULL};
 static const char *const p_follow[] = {"follow", NULL};
-static const char *const p_app[] = {"name", "src", "port", "scheme", "health", "lifetime", "build_dir", NULL};
+static const char *const p_app[] = {"name", "src", "port", "scheme", "health", "lifetime", "build_dir", "user", NULL};
 static const char *const p_tty[] = {"cols", "rows", "tty", "command", NULL};
 static const char *const p_logs[] = {"tail", "since", "timestamps", "follow", "stream", NULL};
 

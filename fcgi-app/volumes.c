@@ -1,5 +1,8 @@
 /* volumes.c: /volumes. Reads ask Docker (volumes are not mirrored in SQLite); create and
- * delete are jobs. A volume a managed container mounts cannot be deleted (409). */
+ * delete are jobs. A volume a managed container mounts cannot be deleted (409). Only volumes
+ * that carry this stack's instance label exist for the API: another stack's volumes, or a
+ * volume made with the Docker CLI (which may be a local-driver bind of any host path), are
+ * neither listed nor shown nor deleted (404 VOLUME_NOT_FOUND). */
 #include "config.h"
 #include "app.h"
 #include "spec.h"
@@ -62,7 +65,8 @@ void h_volumes_list(struct cm_req *r)
 	cm_jg_str(g, "volumes");
 	yajl_gen_array_open(g);
 	for (size_t i = 0; YAJL_IS_ARRAY(list) && i < list->u.array.len; i++)
-		emit_volume(g, list->u.array.values[i]);
+		if (cm_volume_is_ours(list->u.array.values[i], r->app->instance))
+			emit_volume(g, list->u.array.values[i]);
 	yajl_gen_array_close(g);
 	yajl_gen_map_close(g);
 	yajl_tree_free(v);
@@ -83,7 +87,9 @@ void h_volume_get(struct cm_req *r)
 	long st = cm_app_docker_get(r, path, &v);
 	if (st < 0)
 		return;
-	if (st == 404) {
+	if (st == 404 || (st == 200 && !cm_volume_is_ours(v, r->app->instance))) {
+		if (v)
+			yajl_tree_free(v);
 		cm_respond_errorf(r, 404, "not_found", "VOLUME_NOT_FOUND", "name", "volume %s not found", name);
 		return;
 	}
@@ -227,6 +233,24 @@ void h_volume_delete(struct cm_req *r)
 	const char *name = path_name(r);
 	if (!name)
 		return;
+	/* a volume of another stack is not found (the job checks again before it deletes) */
+	char path[320];
+	snprintf(path, sizeof path, "/volumes/%s", name); /* the name's characters need no escaping */
+	yajl_val v;
+	long dst = cm_app_docker_get(r, path, &v);
+	if (dst < 0)
+		return;
+	bool ours = dst == 200 && cm_volume_is_ours(v, r->app->instance);
+	if (v)
+		yajl_tree_free(v);
+	if (dst != 200 && dst != 404) {
+		cm_respond_errorf(r, 500, "compose_error", "DOCKER_ERROR", "name", "Docker answered %ld to the volume inspect", dst);
+		return;
+	}
+	if (!ours) {
+		cm_respond_errorf(r, 404, "not_found", "VOLUME_NOT_FOUND", "name", "volume %s not found", name);
+		return;
+	}
 	static const char *users = "SELECT cuid FROM containers c WHERE EXISTS (SELECT 1 FROM json_each(c.volumes) j "
 				   "WHERE json_extract(j.value, '$.type') = 'volume' AND json_extract(j.value, '$.source') = ?) "
 				   "LIMIT 10";

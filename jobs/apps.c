@@ -27,7 +27,7 @@
 int app_load(struct ctx *c, const char *name, struct app *a, struct cm_error *err)
 {
 	static const char *sql = "SELECT image, docker_id, lifetime, scheme, health, status, generation, host_port, "
-				 "container_port, built, COALESCE(last_job, 0) FROM apps WHERE name = ?";
+				 "container_port, built, COALESCE(last_job, 0), user FROM apps WHERE name = ?";
 	sqlite3_stmt *st = cm_db_stmt(&c->db, sql, err);
 	if (!st)
 		return -1;
@@ -47,6 +47,7 @@ int app_load(struct ctx *c, const char *name, struct app *a, struct cm_error *er
 		a->container_port = sqlite3_column_int64(st, 8);
 		a->built = sqlite3_column_int(st, 9) != 0;
 		a->last_job = sqlite3_column_int64(st, 10);
+		snprintf(a->user, sizeof a->user, "%s", cm_col_str(st, 11) ? cm_col_str(st, 11) : "");
 	}
 	sqlite3_reset(st);
 	if (rc == SQLITE_DONE)
@@ -208,7 +209,12 @@ static int image_info(struct ctx *c, const char *ref, char id[80], long long *po
 /* The create body of an app container: confined like every container the service makes, the
  * app's port published on 127.0.0.1 with an ephemeral host port. argv/entrypoint (a run of a
  * command app) replace the image's command when given. */
-char *app_body(struct ctx *c, const char *name, const char *image, long long port, yajl_val argv)
+int app_user(struct ctx *c, const char *asked, char out[64], struct cm_error *err)
+{
+	return cm_config_container_user(&c->rn->cfg, asked, out, "user", err);
+}
+
+char *app_body(struct ctx *c, const char *name, const char *image, long long port, yajl_val argv, const char *user)
 {
 	const struct cm_config *cfg = &c->rn->cfg;
 	yajl_gen g = cm_jg_new();
@@ -217,6 +223,8 @@ char *app_body(struct ctx *c, const char *name, const char *image, long long por
 	char buf[64];
 	yajl_gen_map_open(g);
 	cm_jg_kv_str(g, "Image", image);
+	/* never the image's own USER (often root): the app's uid, APP_USER_UID by default */
+	cm_jg_kv_str(g, "User", user);
 	if (argv) {
 		cm_jg_str(g, "Entrypoint");
 		yajl_gen_array_open(g);
@@ -345,15 +353,18 @@ int app_container_state(struct ctx *c, const char *id, long long port, bool *run
 }
 
 /* Creates and starts generation gen's container; id and w filled. Nothing is left on error. */
-int app_service_up(struct ctx *c, const char *name, long long gen, const char *image, long long port, char id[80],
-		      struct where *w, struct cm_error *err)
+int app_service_up(struct ctx *c, const char *name, long long gen, const char *image, long long port, const char *user,
+		   char id[80], struct where *w, struct cm_error *err)
 {
+	char uid[64];
+	if (app_user(c, user, uid, err) < 0)
+		return -1;
 	char cname[128];
 	/* several stacks may share a dockerd: the instance is part of the name */
 	if (cm_pathf(cname, sizeof cname, "cm-app-%s-%lld-%.8s", name, gen, c->rn->instance) < 0)
 		return cm_err_internal(err, "container name too long");
 	app_rm_container(c, cname); /* a half-made one from an interrupted run of this job */
-	char *body = app_body(c, name, image, port, NULL);
+	char *body = app_body(c, name, image, port, NULL, uid);
 	if (!body)
 		return cm_err_internal(err, "out of memory");
 	int rc = app_container_create(c, cname, body, id, err);
@@ -512,19 +523,20 @@ static int job_create(struct ctx *c, const char *name, yajl_val args, char **res
 		return -1;
 	const char *lifetime = cm_json_get_str(args, "lifetime");
 	bool service = lifetime && !strcmp(lifetime, "service");
-	if (service && app_service_up(c, name, 1, tag, port, id, &w, err) < 0)
+	const char *user = cm_json_get_str(args, "user") ? cm_json_get_str(args, "user") : "";
+	if (service && app_service_up(c, name, 1, tag, port, user, id, &w, err) < 0)
 		goto fail;
 	int64_t now = cm_now_ms();
 	long long asked = 0;
 	cm_json_get_int(args, "port", &asked);
 	if (app_exec(c,
 		     "INSERT INTO apps(name, src, scheme, health, lifetime, build_dir, port, container_port, image, image_id, "
-		     "built, generation, docker_id, host_port, container_ip, status, created_at, updated_at, last_job) "
-		     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-		     "ttttttiittitittiii", name, cm_json_get_str(args, "src"), cm_json_get_str(args, "scheme"),
+		     "built, generation, docker_id, host_port, container_ip, status, created_at, updated_at, last_job, user) "
+		     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+		     "ttttttiittitittiiit", name, cm_json_get_str(args, "src"), cm_json_get_str(args, "scheme"),
 		     cm_json_get_str(args, "health"), lifetime, cm_json_get_str(args, "build_dir"), asked, port, tag, image_id,
 		     (long long)built, service ? id : NULL, w.host_port, w.ip[0] ? w.ip : NULL, service ? "starting" : "ready",
-		     (long long)now, (long long)now, (long long)c->job_id) < 0) {
+		     (long long)now, (long long)now, (long long)c->job_id, user) < 0) {
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
 	}
@@ -560,8 +572,9 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 	const char *lifetime = cm_json_get_str(args, "lifetime");
 	const char *scheme = cm_json_get_str(args, "scheme"), *health = cm_json_get_str(args, "health");
 	bool service = lifetime && !strcmp(lifetime, "service");
+	const char *user = cm_json_get_str(args, "user") ? cm_json_get_str(args, "user") : old.user;
 	if (service) {
-		if (app_service_up(c, name, gen, tag, port, id, &w, err) < 0)
+		if (app_service_up(c, name, gen, tag, port, user, id, &w, err) < 0)
 			goto fail;
 		/* the old container keeps serving (the row still names it) until this one is healthy */
 		if (wait_healthy(c, id, scheme ? scheme : "http", port, &w, health ? health : "/", err) < 0)
@@ -575,11 +588,11 @@ static int job_update(struct ctx *c, const char *name, yajl_val args, char **res
 		     "UPDATE apps SET src = ?, scheme = ?, health = ?, lifetime = ?, build_dir = ?, port = ?, "
 		     "container_port = ?, image = ?, image_id = ?, built = ?, generation = ?, docker_id = ?, host_port = ?, "
 		     "container_ip = ?, status = ?, failures = 0, last_error = NULL, last_check = ?, last_ok = ?, "
-		     "restart_streak = 0, next_restart_at = NULL, updated_at = ?, last_job = ? WHERE name = ?",
-		     "tttttiittiitittiiiit", cm_json_get_str(args, "src"), scheme, health, lifetime, cm_json_get_str(args, "build_dir"),
+		     "restart_streak = 0, next_restart_at = NULL, updated_at = ?, last_job = ?, user = ? WHERE name = ?",
+		     "tttttiittiitittiiiitt", cm_json_get_str(args, "src"), scheme, health, lifetime, cm_json_get_str(args, "build_dir"),
 		     asked, port, tag, image_id, (long long)built, gen, service ? id : NULL, w.host_port, w.ip[0] ? w.ip : NULL,
 		     service ? "healthy" : "ready", (long long)now, (long long)now, (long long)now, (long long)c->job_id,
-		     name) < 0) {
+		     user, name) < 0) {
 		cm_err_internal(err, "cannot record the app");
 		goto fail;
 	}
@@ -636,7 +649,7 @@ static int job_restart(struct ctx *c, const char *name, char **result, struct cm
 		snprintf(id, sizeof id, "%s", a.docker_id);
 		if (app_container_start(c, id, err) < 0 || app_container_state(c, id, a.container_port, &running, &w, err) < 0)
 			goto record;
-	} else if (app_service_up(c, name, a.generation, a.image, a.container_port, id, &w, err) < 0) {
+	} else if (app_service_up(c, name, a.generation, a.image, a.container_port, a.user, id, &w, err) < 0) {
 		goto record;
 	}
 	cm_info("app %s: restarted its container", name);

@@ -23,6 +23,7 @@ struct app {
 	char scheme[8];
 	char health[520];
 	char status[16];
+	char user[64]; /* as asked ("" = APP_USER_UID) */
 	long long generation, host_port, container_port;
 	int64_t last_job; /* the create/update job that wrote the row (a re-run after a crash sees it) */
 	bool built;
@@ -47,13 +48,16 @@ void app_rm_image(struct ctx *c, const char *ref);
 void app_sweep(struct ctx *c, const char *name, const char *keep_id, const char *keep_tag);
 /* A confined create body for the app's image (port published on 127.0.0.1 when > 0; argv
  * replaces the entrypoint and command when given). Caller frees. */
-char *app_body(struct ctx *c, const char *name, const char *image, long long port, yajl_val argv);
+char *app_body(struct ctx *c, const char *name, const char *image, long long port, yajl_val argv, const char *user);
+/* The User of app's containers: its own user or APP_USER_UID ("uid:gid" into out[64]); 400
+ * ROOT_NOT_ALLOWED when that is root and ALLOW_ROOT_CONTAINERS is not set (any more). */
+int app_user(struct ctx *c, const char *asked, char out[64], struct cm_error *err);
 int app_container_create(struct ctx *c, const char *cname, const char *body, char id[80], struct cm_error *err);
 int app_container_start(struct ctx *c, const char *id, struct cm_error *err);
 int app_container_state(struct ctx *c, const char *id, long long port, bool *running, struct where *w,
 			struct cm_error *err);
-int app_service_up(struct ctx *c, const char *name, long long gen, const char *image, long long port, char id[80],
-		   struct where *w, struct cm_error *err);
+int app_service_up(struct ctx *c, const char *name, long long gen, const char *image, long long port, const char *user,
+		   char id[80], struct where *w, struct cm_error *err);
 /* GET scheme://ADDRESS:port{health}: 0 when it answers 2xx/3xx, else -1 with why in msg. */
 int app_probe(CURL *h, const char *scheme, const struct where *w, long long port, const char *health, char *msg,
 	      size_t msgsz);

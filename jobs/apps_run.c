@@ -88,7 +88,10 @@ static int wait_cb(const char *data, size_t len, void *ud)
 static int run_oneoff(struct ctx *c, const struct app *a, yajl_val argv, struct demux *d, long long *code,
 		      struct cm_error *err)
 {
-	char *body = app_body(c, a->name, a->image, 0, argv);
+	char uid[64];
+	if (app_user(c, a->user, uid, err) < 0)
+		return -1;
+	char *body = app_body(c, a->name, a->image, 0, argv, uid);
 	if (!body)
 		return cm_err_internal(err, "out of memory");
 	char id[80] = "";

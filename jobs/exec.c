@@ -523,8 +523,12 @@ static int docker_start(struct ctx *c, const char *id, struct cm_error *err)
 {
 	char path[256];
 	snprintf(path, sizeof path, "/containers/%s/start", id);
+	bool held;
+	if (binds_before_start(c, id, &held, err) < 0)
+		return -1;
 	struct cm_buf resp = {0};
 	long st = cm_docker_call(&c->docker, "POST", path, NULL, &resp, 60, err);
+	binds_after(held);
 	int rc = 0;
 	if (st < 0) {
 		rc = -1;
@@ -563,7 +567,7 @@ static int docker_remove(struct ctx *c, const char *name, struct cm_error *err)
 
 /* Creates a container named name for spec; returns its id (caller frees) or NULL. An existing
  * container of that name carrying our cuid label is taken as already created (job re-run). */
-/* Every named volume of s exists (Docker would quietly create a missing one). */
+/* Every named volume of s exists and is this stack's (Docker would quietly create a missing one). */
 static int volumes_exist(struct ctx *c, const struct cm_spec *s, struct cm_error *err)
 {
 	yajl_val vols = s->volumes ? cm_json_parse(s->volumes, strlen(s->volumes), err) : NULL;
@@ -577,6 +581,16 @@ static int volumes_exist(struct ctx *c, const struct cm_spec *s, struct cm_error
 		cm_buf_puts(&p, "/volumes/");
 		cm_buf_urlenc(&p, name);
 		long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 30, err);
+		if (st == 200) {
+			/* only this stack's volumes: another stack's, or one made outside the service
+			 * (a local-driver volume can be a bind of any host path), is not found */
+			struct cm_error perr;
+			yajl_val insp = cm_json_parse(cm_buf_str(&r), r.len, &perr);
+			if (!insp || !cm_volume_is_ours(insp, c->rn->instance))
+				st = 404;
+			if (insp)
+				yajl_tree_free(insp);
+		}
 		if (st == 404)
 			rc = cm_err_set(err, 404, "not_found", "VOLUME_NOT_FOUND", "volumes", "volume %s does not exist (POST /volumes creates it)",
 					name);
@@ -615,8 +629,14 @@ static char *docker_create(struct ctx *c, const char *cuid, const char *name, co
 	}
 	char path[256];
 	snprintf(path, sizeof path, "/containers/create?name=%s", name);
+	bool held;
+	if (binds_before_create(c, cuid, s, &held, err) < 0) {
+		free(body);
+		return NULL;
+	}
 	struct cm_buf resp = {0};
 	long st = cm_docker_call(&c->docker, "POST", path, body, &resp, 60, err);
+	binds_after(held);
 	free(body);
 	char *id = NULL;
 	if (st == 201) {
@@ -793,7 +813,11 @@ static int job_action(struct ctx *c, const char *kind, const char *cuid, yajl_va
 		else
 			snprintf(path, sizeof path, "/containers/%s/restart", id);
 		struct cm_buf resp = {0};
+		bool held;
+		if (binds_before_start(c, id, &held, err) < 0)
+			return -1;
 		long s = cm_docker_call(&c->docker, "POST", path, NULL, &resp, (timeout >= 0 ? timeout : 10) + 60, err);
+		binds_after(held);
 		if (s < 0) {
 			rc = -1;
 		} else if (s != 204) {

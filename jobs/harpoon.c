@@ -138,7 +138,8 @@ static int ensure_image(struct ctx *c, const char *image, yajl_val def, char *ta
 
 /* ------------------------------------------------------------------ container */
 
-static char *create_body(struct ctx *c, const char *image, const char *tag, yajl_val ports)
+/* user: "uid:gid" (the definition's, or APP_USER_UID), never the image's own USER. */
+static char *create_body(struct ctx *c, const char *image, const char *tag, yajl_val ports, const char *user)
 {
 	yajl_gen g = cm_jg_new();
 	if (!g)
@@ -146,6 +147,7 @@ static char *create_body(struct ctx *c, const char *image, const char *tag, yajl
 	char buf[64];
 	yajl_gen_map_open(g);
 	cm_jg_kv_str(g, "Image", tag);
+	cm_jg_kv_str(g, "User", user);
 	cm_jg_str(g, "Labels");
 	yajl_gen_map_open(g);
 	cm_jg_kv_str(g, INSTANCE_LABEL, c->rn->instance);
@@ -365,9 +367,15 @@ static int h_ensure(struct ctx *c, const char *image, yajl_val args, char **resu
 	/* containers of this definition left by an earlier run (exited, failed) go first */
 	if (remove_all(c, image, NULL, false, err) < 0)
 		goto out;
+	/* refused before anything is built: root only where ALLOW_ROOT_CONTAINERS allows it */
+	char uid[64];
+	if (cm_config_container_user(&c->rn->cfg, cm_json_get_str(def, "user"), uid, "user", err) < 0) {
+		cm_err_prefix(err, "definition %s: ", image);
+		goto out;
+	}
 	if (ensure_image(c, image, def, tag, sizeof tag, err) < 0)
 		goto out;
-	body = create_body(c, image, tag, cm_json_get(args, "ports"));
+	body = create_body(c, image, tag, cm_json_get(args, "ports"), uid);
 	if (!body) {
 		cm_err_internal(err, "out of memory");
 		goto out;

@@ -280,7 +280,30 @@ static int job_volume_delete(struct ctx *c, yajl_val args, char **result, struct
 	struct cm_buf p = {0}, r = {.limit = 1 << 20};
 	cm_buf_puts(&p, "/volumes/");
 	cm_buf_urlenc(&p, name);
-	long st = cm_docker_call(&c->docker, "DELETE", cm_buf_str(&p), NULL, &r, 60, err);
+	/* only this stack's volumes: another stack's data, or a volume made outside the service,
+	 * is not found (and stays) */
+	long st = cm_docker_call(&c->docker, "GET", cm_buf_str(&p), NULL, &r, 30, err);
+	if (st < 0) {
+		cm_buf_free(&p);
+		cm_buf_free(&r);
+		return -1;
+	}
+	yajl_val insp = st == 200 ? cm_json_parse(cm_buf_str(&r), r.len, err) : NULL;
+	bool ours = insp && cm_volume_is_ours(insp, c->rn->instance);
+	if (insp)
+		yajl_tree_free(insp);
+	r.len = 0;
+	if (st != 200 && st != 404) {
+		cm_buf_free(&p);
+		cm_buf_free(&r);
+		return cm_err_set(err, 500, "compose_error", "DOCKER_ERROR", "name", "volume inspect failed (%ld)", st);
+	}
+	if (!ours) {
+		cm_buf_free(&p);
+		cm_buf_free(&r);
+		return cm_err_set(err, 404, "not_found", "VOLUME_NOT_FOUND", "name", "volume %s not found", name);
+	}
+	st = cm_docker_call(&c->docker, "DELETE", cm_buf_str(&p), NULL, &r, 60, err);
 	cm_buf_free(&p);
 	int rc = -1;
 	char msg[400] = "";

@@ -297,13 +297,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	images_sweep(&main_ctx);
-	unsigned char inst[32];
-	if (cm_db_secret(&main_ctx.db, "instance_id", inst, &err) < 0) {
+	if (cm_db_instance(&main_ctx.db, rn.instance, &err) < 0) {
 		cm_error("startup: %s", err.message);
 		return 1;
 	}
-	for (int i = 0; i < 8; i++)
-		snprintf(rn.instance + 2 * i, 3, "%02x", inst[i]);
 	detect_compose(&rn);
 	build_limits_setup(&main_ctx);
 	int lfd = cm_unix_bind(rn.sock_path, SOCK_STREAM | SOCK_NONBLOCK, 512);

@@ -54,6 +54,14 @@ int sync_row(struct ctx *c, const char *cuid, yajl_val inspect, struct cm_error 
 /* Whether a queued or running job exists for cuid (1/0, -1 on error). */
 int pending_job(struct ctx *c, const char *cuid);
 
+/* binds.c: the last check of a container's host binds before Docker resolves them (create,
+ * start, restart). On success *held says whether the binds lock is held: the caller makes its
+ * Docker call and then calls binds_after(*held). On failure nothing is held (409 BIND_OVERLAP,
+ * BIND_SOURCE_CHANGED). */
+int binds_before_create(struct ctx *c, const char *cuid, const struct cm_spec *s, bool *held, struct cm_error *err);
+int binds_before_start(struct ctx *c, const char *id, bool *held, struct cm_error *err);
+void binds_after(bool held);
+
 /* events.c */
 void *events_thread(void *arg);
 void *monitor_thread(void *arg);

@@ -14,6 +14,8 @@ struct cm_config {
 	char http_listen[128];
 	char https_listen[128];
 	char default_uid[64];     /* "uid:gid" */
+	char app_uid[64];         /* APP_USER_UID: "uid:gid" of app and harpoon containers */
+	bool allow_root;          /* ALLOW_ROOT_CONTAINERS: an app or definition may ask for uid 0 */
 	char boot_command[1024];
 	char publish_address[64];
 	char docker_host[PATH_MAX];
@@ -58,5 +60,10 @@ void cm_config_apps_default(const char *listen_spec);
 int cm_config_path(const struct cm_config *c, char *out, size_t outsz, const char *rel);
 /* Parses "uid:gid" (gid optional = uid). */
 int cm_parse_uid(const char *s, unsigned *uid, unsigned *gid);
+/* The User of an app or harpoon container: asked ("uid[:gid]", or NULL/"" for APP_USER_UID)
+ * into out[64]. 400 INVALID_VALUE for anything but numbers, 400 ROOT_NOT_ALLOWED for uid 0
+ * unless ALLOW_ROOT_CONTAINERS. field names the request's field in the error. */
+int cm_config_container_user(const struct cm_config *c, const char *asked, char out[64], const char *field,
+			     struct cm_error *err);
 
 #endif

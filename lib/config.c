@@ -20,6 +20,8 @@ static const char *const known_keys[] = {
 	"CM_NGINX_DIR",
 	/* capacity */
 	"BUILD_MEMORY", "BUILD_PIDS", "MAX_CONTAINERS", "SYNC_WAIT_GRACE",
+	/* who app and harpoon containers run as (issue 15, item 16) */
+	"APP_USER_UID", "ALLOW_ROOT_CONTAINERS",
 };
 
 struct kv {
@@ -115,6 +117,28 @@ int cm_parse_uid(const char *s, unsigned *uid, unsigned *gid)
 		return -1;
 	*uid = (unsigned)u;
 	*gid = (unsigned)g;
+	return 0;
+}
+
+int cm_config_container_user(const struct cm_config *c, const char *asked, char out[64], const char *field,
+			     struct cm_error *err)
+{
+	const char *s = asked && *asked ? asked : c->app_uid;
+	unsigned u, g;
+	size_t colons = 0, n = strlen(s);
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == ':')
+			colons++;
+		else if (!isdigit((unsigned char)s[i]))
+			colons = 2;
+	}
+	if (colons > 1 || n > 21 || cm_parse_uid(s, &u, &g) < 0)
+		return cm_err_validation(err, "INVALID_VALUE", field, "%s is a numeric uid or uid:gid (names are not looked up)",
+					 field);
+	if (u == 0 && !c->allow_root)
+		return cm_err_validation(err, "ROOT_NOT_ALLOWED", field,
+					 "containers may not run as root here (the operator's ALLOW_ROOT_CONTAINERS=true allows it)");
+	snprintf(out, 64, "%u:%u", u, g);
 	return 0;
 }
 
@@ -276,6 +300,21 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 	if (cm_parse_uid(c->default_uid, &u, &g) < 0)
 		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DEFAULT_USER_UID",
 				  "DEFAULT_USER_UID must be uid or uid:gid");
+	/* app and harpoon containers: a uid of no account by default (65534, "nobody", owns no
+	 * files); root only where the operator says so */
+	if (set_str(c->app_uid, sizeof c->app_uid, GET("APP_USER_UID", "65534:65534"), "APP_USER_UID", err) < 0)
+		return -1;
+	const char *allow_root = GET("ALLOW_ROOT_CONTAINERS", "false");
+	if (!strcmp(allow_root, "true") || !strcmp(allow_root, "1") || !strcmp(allow_root, "yes"))
+		c->allow_root = true;
+	else if (strcmp(allow_root, "false") && strcmp(allow_root, "0") && strcmp(allow_root, "no"))
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "ALLOW_ROOT_CONTAINERS",
+				  "ALLOW_ROOT_CONTAINERS must be true or false");
+	if (cm_parse_uid(c->app_uid, &u, &g) < 0)
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "APP_USER_UID", "APP_USER_UID must be uid or uid:gid");
+	if (u == 0 && !c->allow_root)
+		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "APP_USER_UID",
+				  "APP_USER_UID=0 runs app and harpoon containers as root: set ALLOW_ROOT_CONTAINERS=true to allow it");
 	if (cm_parse_size(GET("DEFAULT_MEMORY", "1g"), &c->default_memory) < 0 || c->default_memory < (6 << 20))
 		return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "DEFAULT_MEMORY",
 				  "DEFAULT_MEMORY must be a size of at least 6m");

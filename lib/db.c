@@ -4,6 +4,7 @@
 #include "migrations.h"
 
 #include <string.h>
+#include <stdio.h>
 #include <unistd.h>
 
 int cm_db_fail(struct cm_db *db, struct cm_error *err, const char *what)
@@ -228,4 +229,14 @@ int cm_db_secret(struct cm_db *db, const char *key, unsigned char out[32], struc
 		sqlite3_reset(st);
 	}
 	return cm_err_internal(err, "secret %s could not be created", key);
+}
+
+int cm_db_instance(struct cm_db *db, char out[17], struct cm_error *err)
+{
+	unsigned char inst[32];
+	if (cm_db_secret(db, "instance_id", inst, err) < 0)
+		return -1;
+	for (int i = 0; i < 8; i++)
+		snprintf(out + 2 * i, 3, "%02x", inst[i]);
+	return 0;
 }

@@ -30,6 +30,10 @@ void cm_db_rollback(struct cm_db *db);
 int cm_db_fail(struct cm_db *db, struct cm_error *err, const char *what);
 /* Returns a random secret stored under settings[key], creating it once. */
 int cm_db_secret(struct cm_db *db, const char *key, unsigned char out[32], struct cm_error *err);
+/* This database's instance id (16 hex digits + NUL): the value of the io.container-manager.instance
+ * label on everything the stack creates in Docker. Several stacks may share one dockerd; the
+ * label is how each tells its own containers and volumes from everyone else's. */
+int cm_db_instance(struct cm_db *db, char out[17], struct cm_error *err);
 /* sqlite3_column_text as a const char * ("" never NULL unless the column is NULL). */
 static inline const char *cm_col_str(sqlite3_stmt *st, int i)
 {

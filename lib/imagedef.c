@@ -3,6 +3,7 @@
 #include "config.h"
 #include "imagedef.h"
 #include "json.h"
+#include "cm_config.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -512,16 +513,31 @@ static int norm_one(const char *name, yajl_val d, const char *base_dir, char **o
 	if (!YAJL_IS_OBJECT(d))
 		return bad(&nm, "", "a definition is an object with \"commands\"%s", NULL);
 	yajl_val cmds = NULL, ctx = NULL, wait = NULL;
+	char user[32] = "";
 	for (size_t i = 0; i < d->u.object.len; i++) {
 		const char *k = d->u.object.keys[i];
-		if (!strcmp(k, "commands"))
+		yajl_val x = d->u.object.values[i];
+		if (!strcmp(k, "user")) {
+			/* uid[:gid], numbers only (names mean nothing outside the image); whether root is
+			 * allowed is the runner's call (ALLOW_ROOT_CONTAINERS) */
+			if (YAJL_IS_INTEGER(x) && YAJL_GET_INTEGER(x) >= 0 && YAJL_GET_INTEGER(x) <= 2147483647)
+				snprintf(user, sizeof user, "%lld", (long long)YAJL_GET_INTEGER(x));
+			else if (YAJL_IS_STRING(x) && strlen(x->u.string) < sizeof user &&
+				 strspn(x->u.string, "0123456789:") == strlen(x->u.string))
+				snprintf(user, sizeof user, "%s", x->u.string);
+			else
+				return bad(&nm, "user", "must be a numeric uid or \"uid:gid\"%s", NULL);
+			unsigned uu, gg;
+			if (cm_parse_uid(user, &uu, &gg) < 0)
+				return bad(&nm, "user", "must be a numeric uid or \"uid:gid\"%s", NULL);
+		} else if (!strcmp(k, "commands"))
 			cmds = d->u.object.values[i];
 		else if (!strcmp(k, "context"))
 			ctx = d->u.object.values[i];
 		else if (!strcmp(k, "wait_condition"))
 			wait = d->u.object.values[i];
 		else
-			return bad(&nm, k, "unsupported option (supported: context, commands, wait_condition)%s", NULL);
+			return bad(&nm, k, "unsupported option (supported: context, commands, wait_condition, user)%s", NULL);
 	}
 	if (!cmds)
 		return bad(&nm, "commands", "missing%s", NULL);
@@ -536,6 +552,8 @@ static int norm_one(const char *name, yajl_val d, const char *base_dir, char **o
 	}
 	yajl_gen_map_open(nm.g);
 	cm_jg_kv_str(nm.g, "name", name);
+	if (user[0])
+		cm_jg_kv_str(nm.g, "user", user);
 	yajl_gen_array_open(inl);
 	int rc = norm_context(&nm, ctx);
 	if (rc == 0)

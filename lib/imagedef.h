@@ -9,12 +9,14 @@
  *         - [ADD, {dest: /g, get: rel/path}]      (a file of the context)
  *         - [ENV, "A=1"]
  *       wait_condition: {command: CMD, port_open: PORT|[PORTS], timeout: S, wait_between_attempts: S}
+ *       user: "UID[:GID]"            (the container's user; absent: APP_USER_UID; 0 only with
+ *                                     ALLOW_ROOT_CONTAINERS=true)
  *
  * The file is YAML or the same document as JSON. Loading validates every definition and turns
  * each into a normalized JSON object, which is what the database keeps and the runner builds
  * from:
  *
- *   {"name", "dockerfile", "context": "/abs/dir"|null, "inline": [{"path", "content"}],
+ *   {"name", "user" (when given), "dockerfile", "context": "/abs/dir"|null, "inline": [{"path", "content"}],
  *    "wait": {"command": [argv]|null, "ports": [N...], "timeout": S, "interval": S}|null}
  */
 #ifndef CM_IMAGEDEF_H

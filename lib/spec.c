@@ -2,6 +2,7 @@
  * anything else is refused, and Docker options that weaken isolation are named as forbidden. */
 #include "config.h"
 #include "spec.h"
+#include "bindpath.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -706,6 +707,12 @@ bool cm_valid_app_name(const char *s)
 	return true;
 }
 
+bool cm_volume_is_ours(yajl_val inspect, const char *instance)
+{
+	const char *inst = cm_json_get_str(cm_json_get(inspect, "Labels"), "io.container-manager.instance");
+	return inst && instance && *instance && !strcmp(inst, instance);
+}
+
 bool cm_valid_volume_name(const char *s)
 {
 	size_t n = s ? strlen(s) : 0;
@@ -780,6 +787,11 @@ static int bind_source(const struct cm_config *cfg, const char *src, char *out, 
 			continue;
 		size_t l = strlen(root);
 		if (!strncmp(real, root, l) && (real[l] == '\0' || real[l] == '/')) {
+			/* Docker resolves the path again at every start: only a path that no container
+			 * and no other host user can change is accepted (bindpath.h) */
+			char why[400];
+			if (cm_bind_verify(cfg, real, getuid(), why, sizeof why) != CM_BIND_OK)
+				return cm_err_validation(err, "FORBIDDEN_OPTION", field, "source %s", why);
 			snprintf(out, PATH_MAX, "%s", real);
 			return 0;
 		}
@@ -787,7 +799,8 @@ static int bind_source(const struct cm_config *cfg, const char *src, char *out, 
 	return cm_err_validation(err, "FORBIDDEN_OPTION", field, "source %.200s is not under ALLOWED_BIND_ROOTS", src);
 }
 
-int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct cm_error *err)
+/* cm_spec_volumes' body; binds[] collects the canonical bind sources (the caller frees them). */
+static int spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, char *binds[32], struct cm_error *err)
 {
 	if (!YAJL_IS_ARRAY(v))
 		return type_error(err, "volumes", "an array of {name, target, read_only} or {source, target, read_only}");
@@ -797,6 +810,7 @@ int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct 
 	if (!g)
 		return cm_err_internal(err, "out of memory");
 	char targets[32][256];
+	bool bind_rw[32] = {0}; /* with binds[]: to refuse a source that a writable other could swap */
 	yajl_gen_array_open(g);
 	for (size_t i = 0; i < v->u.array.len; i++) {
 		yajl_val m = v->u.array.values[i];
@@ -875,6 +889,21 @@ int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct 
 			yajl_gen_free(g);
 			return -1;
 		}
+		if (source) {
+			for (size_t j = 0; j < i; j++)
+				if (binds[j] && cm_bind_overlap(binds[j], bind_rw[j], src, !ro)) {
+					yajl_gen_free(g);
+					return cm_err_validation(err, "BIND_OVERLAP", tf,
+								 "%s and volumes[%zu] overlap with a writable one above the other "
+								 "(a writable mount must not hold another mount's source)",
+								 tf, j);
+				}
+			if (!(binds[i] = strdup(src))) {
+				yajl_gen_free(g);
+				return cm_err_internal(err, "out of memory");
+			}
+			bind_rw[i] = !ro;
+		}
 		yajl_gen_map_open(g);
 		cm_jg_kv_str(g, "type", name ? "volume" : "bind");
 		cm_jg_kv_str(g, "source", name ? name : src);
@@ -886,4 +915,13 @@ int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct 
 	yajl_gen_array_close(g);
 	*out = cm_jg_finish(g);
 	return *out ? 0 : cm_err_internal(err, "out of memory");
+}
+
+int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct cm_error *err)
+{
+	char *binds[32] = {0};
+	int rc = spec_volumes(cfg, v, out, binds, err);
+	for (size_t j = 0; j < CM_ARRAY_LEN(binds); j++)
+		free(binds[j]);
+	return rc;
 }

@@ -42,6 +42,10 @@ int cm_spec_ports(yajl_val v, char **out, struct cm_error *err);
 int cm_spec_volumes(const struct cm_config *cfg, yajl_val v, char **out, struct cm_error *err);
 /* Whether s is a name Docker accepts for a volume: [a-zA-Z0-9][a-zA-Z0-9_.-]+, at most 255. */
 bool cm_valid_volume_name(const char *s);
+/* Whether a Docker volume (its inspect object) carries this stack's instance label: the only
+ * volumes the API shows, mounts or deletes. Anything else on the dockerd is another stack's, or
+ * was made outside the service (perhaps a local-driver bind of a host path), and is "not found". */
+bool cm_volume_is_ours(yajl_val inspect, const char *instance);
 /* Whether s is an app name: [a-z0-9][a-z0-9-]{0,62}. */
 bool cm_valid_app_name(const char *s);
 /* Returns the comma-joined tags of a tags JSON array (caller frees). */
