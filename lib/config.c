@@ -440,6 +440,16 @@ int cm_config_load(struct cm_config *c, const char *env_file, struct cm_error *e
 		     (cm_parse_listen(c->https_listen, host, sizeof host, &port) < 0 || !cm_is_loopback_host(host))))
 			return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_AUTH",
 					  "CM_AUTH=off is only allowed when every listener is on loopback");
+		/* the apps' listeners pass the same gate: without credentials an app on another
+		 * address would be open to everyone who reaches it */
+		struct cm_origin apps[CM_APPS_LISTENERS];
+		char why_apps[160];
+		int napps = cm_apps_listen_parse(c->apps_listen, apps, why_apps, sizeof why_apps);
+		for (int i = 0; i < napps; i++)
+			if (!cm_is_loopback_host(apps[i].host))
+				return cm_err_set(err, 500, "config_error", "BAD_CONFIG", "CM_AUTH",
+						  "CM_AUTH=off is only allowed when every listener is on loopback: APPS_LISTEN has %s:%d",
+						  apps[i].host, apps[i].port);
 		/* the system nginx's sites that include this stack's snippets (the packaged one listens
 		 * on 443 of every address, whatever CM_HTTP(S)_LISTEN say) */
 		char why[400];

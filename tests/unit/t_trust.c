@@ -158,6 +158,12 @@ static void sites_tests(void)
 	char p[600];
 	struct cm_error err;
 	ok(load_auth_off(dir, &err) == 0, "no sites: CM_AUTH=off on loopback listeners is accepted (%s)", err.message);
+	setenv("APPS_LISTEN", "127.0.0.1:4546,https://0.0.0.0:8444", 1);
+	ok(load_auth_off(dir, &err) < 0 && !strcmp(err.field, "CM_AUTH") && strstr(err.message, "APPS_LISTEN has 0.0.0.0:8444"),
+	   "an apps listener on every address makes CM_AUTH=off refused: %s", err.message);
+	setenv("APPS_LISTEN", "127.0.0.1:4546,https://127.0.0.1:8444", 1);
+	ok(load_auth_off(dir, &err) == 0, "apps listeners on loopback: accepted (%s)", err.message);
+	unsetenv("APPS_LISTEN");
 	snprintf(p, sizeof p, "%s/sites-available", dir);
 	mkdir(p, 0755);
 	snprintf(p, sizeof p, "%s/sites-enabled", dir);
