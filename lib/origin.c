@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 static int default_port(const char *scheme)
 {
@@ -141,9 +142,27 @@ static bool host_matches(const char *host, const char *entry, size_t el)
 	return hl == el && !strncasecmp(host, entry, el);
 }
 
-bool cm_host_allowed(const struct cm_config *c, const char *host, const char *server_name)
+/* This machine's own name (gethostname, read once): a rebinding needs a name of the
+ * attacker's, so the host's own name is safe to accept without configuration. */
+static bool own_hostname(const char *host)
 {
-	if (!strcmp(host, "localhost") || is_ip_literal(host))
+	static char name[256];
+	static bool read;
+	if (!read) {
+		if (gethostname(name, sizeof name - 1) < 0)
+			name[0] = '\0';
+		name[sizeof name - 1] = '\0';
+		read = true;
+	}
+	return name[0] && !strcasecmp(host, name);
+}
+
+/* A name of this service: loopback, the machine's own name, nginx's server_name or an
+ * ALLOWED_HOSTS entry (not any IP literal: those pass as a Host, never as an origin of
+ * another address). */
+static bool service_name(const struct cm_config *c, const char *host, const char *server_name)
+{
+	if (cm_is_loopback_host(host) || own_hostname(host))
 		return true;
 	if (server_name && server_name[0] && strcmp(server_name, "_") && server_name[0] != '~' &&
 	    host_matches(host, server_name, strlen(server_name)))
@@ -159,6 +178,11 @@ bool cm_host_allowed(const struct cm_config *c, const char *host, const char *se
 		p += n;
 	}
 	return false;
+}
+
+bool cm_host_allowed(const struct cm_config *c, const char *host, const char *server_name)
+{
+	return is_ip_literal(host) || service_name(c, host, server_name);
 }
 
 static bool same_origin(const struct cm_origin *a, const struct cm_origin *b)
@@ -194,9 +218,10 @@ static bool own_origin(const struct cm_config *c, const struct cm_site_req *q, c
 	    split_hostport(q->host, strlen(q->host), self.host, sizeof self.host, &self.port, default_port(scheme)) == 0 &&
 	    same_origin(&self, o))
 		return true;
-	/* a name of this service on one of the API's listeners */
+	/* a name of this service on one of the API's listeners (an IP literal only when loopback:
+	 * a page served from any other address on the API's port number is another site) */
 	int port;
-	if (!cm_host_allowed(c, o->host, q->server_name))
+	if (!service_name(c, o->host, q->server_name))
 		return false;
 	if (!strcmp(o->scheme, "http") && listener_port(c->http_listen, &port) && port == o->port)
 		return true;

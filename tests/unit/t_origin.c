@@ -6,6 +6,7 @@
 #include "tap.h"
 
 #include <string.h>
+#include <unistd.h>
 
 static struct cm_config cfg;
 
@@ -83,6 +84,20 @@ int main(void)
 	   "the other API listener's origin");
 	ok(check("POST", "/x", "127.0.0.1:4545", "http", "https://evil.example:8443", NULL, false, code) == 403,
 	   "an API listener's port under a foreign name");
+	/* a page served from any other address on an API listener's port number is another site */
+	ok(check("POST", "/x", "cm.example.org:8443", "https", "http://203.0.113.5:4545", NULL, false, code) == 403 &&
+	   check("POST", "/x", "cm.example.org:8443", "https", "https://203.0.113.5:8443", NULL, false, code) == 403 &&
+	   check("POST", "/x", "127.0.0.1:4545", "http", "http://[2001:db8::1]:4545", NULL, false, code) == 403,
+	   "an API listener's port under another IP address: 403");
+	ok(check("POST", "/x", "203.0.113.5:8443", "https", "https://203.0.113.5:8443", NULL, false, code) == 0,
+	   "an IP address the request itself was sent to is its own origin");
+	char me[256];
+	if (gethostname(me, sizeof me) == 0) {
+		char host[300], origin[300];
+		snprintf(host, sizeof host, "%s:8443", me);
+		snprintf(origin, sizeof origin, "https://%s:8443", me);
+		ok(check("POST", "/x", host, "https", origin, NULL, false, code) == 0, "the machine's own name needs no setting (%s)", me);
+	}
 	ok(check("POST", "/x", "127.0.0.1:4545", "http", "http://127.0.0.1:4545", NULL, false, code) == 0 &&
 	   check("POST", "/x", "127.0.0.1:4545", "https", "http://127.0.0.1:4545", NULL, false, code) == 0,
 	   "the HTTP listener's origin");
