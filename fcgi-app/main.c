@@ -5,6 +5,7 @@
 #include "metrics.h"
 #include "app.h"
 #include "origin.h"
+#include "trust.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -159,28 +160,55 @@ static bool outside_auth_call(struct cm_req *r)
 	return !mark || strcmp(mark, "1") != 0;
 }
 
+/* Whether the request came through this stack's nginx: the per-start secret as the FastCGI
+ * parameter CM_PROXY_SECRET (see trust.h). Read at the first request, and once more when a
+ * request does not match (a `prepare` of the packaged units writes a new one). */
+static bool proxy_trusted(struct cm_req *r)
+{
+	static char secret[CM_PROXY_SECRET_HEX + 1];
+	const char *got = cm_req_header(r, CM_PROXY_SECRET_PARAM);
+	if (secret[0] && cm_proxy_secret_ok(secret, got))
+		return true;
+	struct cm_error err = {0};
+	if (cm_proxy_secret_load(r->app->cfg.run_dir, secret, &err) < 0) {
+		cm_warn("%s", err.message);
+		return false;
+	}
+	return cm_proxy_secret_ok(secret, got);
+}
+
 static void handle(struct cm_app *app, FCGX_Request *fr)
 {
 	struct cm_req r = {0};
 	r.fr = fr;
 	r.app = app;
 	r.start_us = cm_monotonic_us();
-	if (req_init(&r) == 0 && site_check(&r) == 0) {
-		struct cm_error err = {0};
-		if (outside_auth_call(&r)) {
-			char esc[128];
-			cm_log_escape(esc, sizeof esc, r.path);
-			cm_respond_errorf(&r, 404, "not_found", "ROUTE_NOT_FOUND", NULL, "no such endpoint: %s", esc);
-		} else if (cm_auth_check(&r, &err) < 0) {
+	if (req_init(&r) == 0) {
+		if (!proxy_trusted(&r)) {
+			/* another www-data process on the socket: nothing it says (REMOTE_ADDR, the
+			 * sub-request marks, a user) is believed */
 			snprintf(r.action, sizeof r.action, "%s", "auth.failed");
-			/* nginx's auth_request knows only 2xx, 401 and 403: throttled becomes 403 there */
-			if (err.status == 429 && (!strcmp(r.path, "/_auth") || !strcmp(r.path, "/_appauth")))
-				err.status = 403;
-			cm_respond_error(&r, &err,
-					 err.status == 401 ? "WWW-Authenticate: Basic realm=\"container-manager\", charset=\"UTF-8\"\r\n"
-					 : err.status == 429 ? "Retry-After: 10\r\n" : NULL);
-		} else {
-			cm_route(&r);
+			r.user[0] = '\0';
+			snprintf(r.remote_addr, sizeof r.remote_addr, "%s", "untrusted"); /* (the one it claims is not believed) */
+			cm_respond_errorf(&r, 401, "auth_error", "UNTRUSTED_PROXY", NULL,
+					  "this request did not come through this stack's nginx");
+		} else if (site_check(&r) == 0) {
+			struct cm_error err = {0};
+			if (outside_auth_call(&r)) {
+				char esc[128];
+				cm_log_escape(esc, sizeof esc, r.path);
+				cm_respond_errorf(&r, 404, "not_found", "ROUTE_NOT_FOUND", NULL, "no such endpoint: %s", esc);
+			} else if (cm_auth_check(&r, &err) < 0) {
+				snprintf(r.action, sizeof r.action, "%s", "auth.failed");
+				/* nginx's auth_request knows only 2xx, 401 and 403: throttled becomes 403 there */
+				if (err.status == 429 && (!strcmp(r.path, "/_auth") || !strcmp(r.path, "/_appauth")))
+					err.status = 403;
+				cm_respond_error(&r, &err,
+						 err.status == 401 ? "WWW-Authenticate: Basic realm=\"container-manager\", charset=\"UTF-8\"\r\n"
+						 : err.status == 429 ? "Retry-After: 10\r\n" : NULL);
+			} else {
+				cm_route(&r);
+			}
 		}
 	}
 	if (!r.responded)

@@ -25,6 +25,12 @@ int cm_proxy_secret_make(const char *run_dir, struct cm_error *err)
 		      "# through this nginx (other www-data processes cannot read this file)\n"
 		      "proxy_set_header X-CM-Proxy-Secret \"%s\";\n",
 		      hex);
+	struct cm_buf fconf = {0};
+	cm_buf_printf(&fconf,
+		      "# written at each start by container-manager: proves to the worker pool that a request\n"
+		      "# came through this nginx (other www-data processes cannot read this file)\n"
+		      "fastcgi_param " CM_PROXY_SECRET_PARAM " \"%s\";\n",
+		      hex);
 	int rc = 0;
 	/* the secret first: a helper started in between reads the new one, nginx the old, and a
 	 * failed write leaves the pair unusable rather than silently open */
@@ -34,6 +40,12 @@ int cm_proxy_secret_make(const char *run_dir, struct cm_error *err)
 	else if (!conf.data || cm_pathf(path, sizeof path, "%s/%s", run_dir, CM_PROXY_SECRET_CONF) < 0 ||
 		 cm_write_file_atomic(path, conf.data, conf.len, 0600) < 0)
 		rc = cm_err_internal(err, "cannot write %s/%s: %s", run_dir, CM_PROXY_SECRET_CONF, strerror(errno));
+	else if (!fconf.data || cm_pathf(path, sizeof path, "%s/%s", run_dir, CM_PROXY_SECRET_FCGI_CONF) < 0 ||
+		 cm_write_file_atomic(path, fconf.data, fconf.len, 0600) < 0)
+		rc = cm_err_internal(err, "cannot write %s/%s: %s", run_dir, CM_PROXY_SECRET_FCGI_CONF, strerror(errno));
+	if (fconf.data)
+		explicit_bzero(fconf.data, fconf.len);
+	cm_buf_free(&fconf);
 	if (conf.data)
 		explicit_bzero(conf.data, conf.len);
 	cm_buf_free(&conf);

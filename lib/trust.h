@@ -17,8 +17,14 @@
  * and every other www-data process cannot read them. */
 #define CM_PROXY_SECRET_FILE "proxy.secret"
 #define CM_PROXY_SECRET_CONF "proxysecret.conf"
+/* The same secret as a FastCGI parameter (CM_PROXY_SECRET) for every location that passes to
+ * the worker pool, whose socket the www-data group can reach as well: a parameter only nginx's
+ * configuration can set (client headers arrive as HTTP_*), so REMOTE_ADDR, DOCUMENT_URI and the
+ * sub-request marks are believed only with it. */
+#define CM_PROXY_SECRET_FCGI_CONF "proxysecret-fcgi.conf"
+#define CM_PROXY_SECRET_PARAM "CM_PROXY_SECRET"
 
-/* Makes a fresh secret (getrandom) and writes both files into run_dir, replacing the previous
+/* Makes a fresh secret (getrandom) and writes the three files into run_dir, replacing the previous
  * ones atomically. The secret never goes to a log. Returns -1 with err. */
 int cm_proxy_secret_make(const char *run_dir, struct cm_error *err);
 /* Reads the secret written by cm_proxy_secret_make into out. Returns -1 with err when the

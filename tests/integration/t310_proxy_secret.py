@@ -71,6 +71,18 @@ print(json.dumps(res))
 """
 
 
+# run as www-data: one FastCGI request to the worker pool's socket (cmtest.fcgi_request)
+FCGI = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from cmtest import fcgi_request
+try:
+    print(json.dumps({"out": fcgi_request(sys.argv[2], json.loads(sys.argv[3])).decode("latin-1")}))
+except OSError as e:
+    print(json.dumps({"connect_error": e.errno}))
+"""
+
+
 def run_dir():
     for p in find_procs("cm-ws"):
         m = re.search(r"--socket (\S+)/ws\.sock", p[3])
@@ -148,7 +160,7 @@ def main(t):
     t.ok(re.match(r"^[0-9a-f]{64}$", secret) is not None, "the secret is 256 random bits in hex")
 
     # ---------------------------------------------------------------- www-data cannot read it
-    files = [os.path.join(rd, "proxy.secret"), os.path.join(rd, "proxysecret.conf")]
+    files = [os.path.join(rd, n) for n in ("proxy.secret", "proxysecret.conf", "proxysecret-fcgi.conf")]
     for p in files:
         st = os.stat(p) if os.path.exists(p) else None
         t.ok(st and st.st_mode & 0o777 == 0o600 and st.st_uid == os.getuid(),
@@ -195,6 +207,32 @@ def main(t):
     t.ok(docker_exec_ids(c) == execs_before, "no exec was started in the container by the forged requests",
          docker_exec_ids(c) - execs_before)
     t.ok(s.get("/healthz").status_code == 200, "the stack still answers (the forged shutdown did nothing)")
+
+    # ---------------------------------------------------------------- the worker pool's socket
+    # as www-data, straight to fcgi.sock with the right password: whatever it claims (another
+    # client address to dodge the login throttle, nginx's sub-request, its mark) is refused
+    fsock = os.path.join(rd, "fcgi.sock")
+    audit_before = db_query("SELECT count(*) AS n FROM audit WHERE error_code = 'UNTRUSTED_PROXY' AND remote_addr = 'untrusted'")[0]["n"]
+    base = {"REQUEST_METHOD": "GET", "QUERY_STRING": "", "HTTP_AUTHORIZATION": AUTH, "HTTP_HOST": "localhost"}
+    fcases = [
+        ("GET /containers from a forged address", dict(base, DOCUMENT_URI="/containers", REMOTE_ADDR="198.51.100.7")),
+        ("nginx's /_auth sub-request", dict(base, DOCUMENT_URI="/_auth", CM_AUTH_SUBREQUEST="1", REMOTE_ADDR="127.0.0.1")),
+        ("a wrong secret", dict(base, DOCUMENT_URI="/containers", REMOTE_ADDR="127.0.0.1", CM_PROXY_SECRET=wrong)),
+    ]
+    for label, params in fcases:
+        got = as_www(FCGI, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"), fsock, json.dumps(params))
+        out = got.get("out", "")
+        t.ok(out.startswith("Status: 401") and "UNTRUSTED_PROXY" in out,
+             "www-data on fcgi.sock, %s, with the right password -> 401 UNTRUSTED_PROXY" % label, got)
+    def audited():
+        n = db_query("SELECT count(*) AS n FROM audit WHERE error_code = 'UNTRUSTED_PROXY' AND remote_addr = 'untrusted'")[0]["n"]
+        return n if n - audit_before >= len(fcases) else None
+    audit_after = wait_until(audited, timeout=10, interval=0.2) or audit_before
+    t.ok(audit_after - audit_before == len(fcases), "each refusal is audited (%d rows)" % (audit_after - audit_before))
+    forged_rows = db_query("SELECT count(*) AS n FROM audit WHERE remote_addr = '198.51.100.7'")[0]["n"]
+    t.eq(forged_rows, 0, "the forged client address reaches no audit row")
+    r = s.get("/containers/" + c)
+    t.status(r, 200, "the same credentials through nginx still work")
 
     # ---------------------------------------------------------------- nginx still gets through
     out, code = asyncio.run(terminal(c))

@@ -712,3 +712,32 @@ class PrivateStack:
         except OSError:
             pass
         return False
+
+
+def fcgi_request(path, params):
+    """A minimal FastCGI client: one GET, returns the stdout stream."""
+    def rec(kind, content, req=1):
+        return bytes([1, kind, req >> 8, req & 255, len(content) >> 8, len(content) & 255, 0, 0]) + content
+
+    def nv(k, v):
+        k, v = k.encode(), v.encode()
+        return bytes([len(k)]) + bytes([len(v)]) + k + v
+    msg = rec(1, bytes([0, 1, 0, 0, 0, 0, 0, 0]))
+    msg += rec(4, b"".join(nv(k, v) for k, v in params.items())) + rec(4, b"") + rec(5, b"")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(msg)
+    out, buf = b"", b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    s.close()
+    while len(buf) >= 8:
+        kind, clen, plen = buf[1], buf[4] << 8 | buf[5], buf[6]
+        if kind == 6:
+            out += buf[8:8 + clen]
+        buf = buf[8 + clen + plen:]
+    return out
