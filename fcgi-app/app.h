@@ -172,15 +172,18 @@ void h_volume_get(struct cm_req *r);
 void h_volume_create(struct cm_req *r);
 void h_volume_delete(struct cm_req *r);
 
-/* jobs.c: workers held for long. A request that keeps its worker for long (a log follower, a
- * GET /jobs/{id}?wait= beyond CM_POLL_FREE seconds, a synchronous change still waiting after
- * SYNC_WAIT_GRACE seconds) first takes a slot of its pool: at most WORKERS_MAX/4 followers and
- * WORKERS_MAX/2 waiters, so that at least a quarter of the workers are never held longer than
- * those free periods by waiting, for every other request and /_auth. */
+/* jobs.c: workers held for long. Any request that keeps its worker past its first
+ * CM_WAIT_FREE_MS (a synchronous change waiting for its job, GET /jobs/{id}?wait=, a log
+ * follower from its start) takes a slot of the busy pool, WORKERS_MAX - WORKERS_MAX/4: at
+ * least a quarter of the workers are never held longer than that by waiting, for every other
+ * request and /_auth. Within it, at most WORKERS_MAX/4 followers, and WORKERS_MAX/2 waiters
+ * past CM_POLL_FREE seconds (GET /jobs/{id}?wait=) or SYNC_WAIT_GRACE seconds (a synchronous
+ * change). */
+#define CM_WAIT_FREE_MS 1000
 #define CM_POLL_FREE 5
 #define CM_STR_(x) #x
 #define CM_STR(x) CM_STR_(x)
-enum cm_hold { CM_HOLD_FOLLOW, CM_HOLD_WAIT };
+enum cm_hold { CM_HOLD_FOLLOW, CM_HOLD_WAIT, CM_HOLD_BUSY };
 /* Slots in pool (at least 1). */
 int cm_hold_slots(const struct cm_app *app, enum cm_hold pool);
 /* A free slot of pool: an fd the caller closes when done (the slot is freed when the worker

@@ -33,15 +33,23 @@ const char *cm_path_cuid(struct cm_req *r)
 
 struct waiter {
 	struct cm_app *app;
-	int64_t grace_end; /* monotonic ms */
+	int64_t free_end;  /* monotonic ms: waiting is free until then */
+	int64_t grace_end; /* monotonic ms: a busy slot is enough until then */
+	int busy;          /* the busy slot's fd, or -1 */
 	int slot;          /* the waiter slot's fd, or -1 */
 };
 
-/* Whether a synchronous request may keep waiting: yes within the grace, then only with a slot. */
+/* Whether a synchronous request may keep waiting: freely for its first second, then with a
+ * busy slot, past SYNC_WAIT_GRACE only with a waiter slot as well (app.h). */
 static bool waiter_go_on(void *ud)
 {
 	struct waiter *w = ud;
-	if (w->slot >= 0 || cm_monotonic_ms() < w->grace_end)
+	int64_t now = cm_monotonic_ms();
+	if (now < w->free_end)
+		return true;
+	if (w->busy < 0 && (w->busy = cm_hold_slot(w->app, CM_HOLD_BUSY)) < 0)
+		return false;
+	if (w->slot >= 0 || now < w->grace_end)
 		return true;
 	w->slot = cm_hold_slot(w->app, CM_HOLD_WAIT);
 	return w->slot >= 0;
@@ -76,12 +84,16 @@ int cm_run_job(struct cm_req *r, const char *kind, const char *cuid, const char 
 		cm_respond_job_accepted(r, id);
 		return 0;
 	}
-	/* The first SYNC_WAIT_GRACE seconds are free (changes that are quick, even on a loaded
-	 * host, answer as they always did); a longer wait holds a waiter slot, and without one the
-	 * answer is 202 with the job, which carries on. */
-	struct waiter w = {app, cm_monotonic_ms() + app->cfg.sync_wait_grace * 1000, -1};
+	/* The first second is free; then the wait holds a busy slot (quick changes, even on a
+	 * loaded host, answer as they always did while a quarter of the workers stay free), past
+	 * SYNC_WAIT_GRACE a waiter slot as well; without one the answer is 202 with the job, which
+	 * carries on. */
+	int64_t now = cm_monotonic_ms();
+	struct waiter w = {app, now + CM_WAIT_FREE_MS, now + app->cfg.sync_wait_grace * 1000, -1, -1};
 	int wrc = cm_job_wait_while(&app->db, app->runner_sock, id, app->cfg.job_timeout + extra_wait, waiter_go_on, &w,
 				    &err);
+	if (w.busy >= 0)
+		close(w.busy);
 	if (w.slot >= 0)
 		close(w.slot);
 	if (wrc < 0) {

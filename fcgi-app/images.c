@@ -479,14 +479,19 @@ fail:
 }
 
 /* A follower holds a worker for as long as it reads: it takes a slot of the followers' pool
- * (cm_hold_slot: WORKERS_MAX/4 of them); the other workers stay free for the rest of the API. */
-static int follow_slot(struct cm_req *r)
+ * (WORKERS_MAX/4 of them) and one of the busy pool (app.h), so the other workers stay free for
+ * the rest of the API. Fills slots[2]; returns -1 when it answered 503. */
+static int follow_slots(struct cm_req *r, int slots[2])
 {
-	int fd = cm_hold_slot(r->app, CM_HOLD_FOLLOW);
-	if (fd < 0)
-		cm_respond_pool_full(r, CM_HOLD_FOLLOW, "TOO_MANY_FOLLOWERS", "follow",
-				     "retry, or read the log without follow");
-	return fd;
+	slots[0] = cm_hold_slot(r->app, CM_HOLD_FOLLOW);
+	slots[1] = slots[0] >= 0 ? cm_hold_slot(r->app, CM_HOLD_BUSY) : -1;
+	if (slots[1] >= 0)
+		return 0;
+	if (slots[0] >= 0)
+		close(slots[0]);
+	slots[0] = -1;
+	cm_respond_pool_full(r, CM_HOLD_FOLLOW, "TOO_MANY_FOLLOWERS", "follow", "retry, or read the log without follow");
+	return -1;
 }
 
 /* GET /jobs/{id}/log: a build job's output so far (text); ?follow=1 streams it until the job ends. */
@@ -504,12 +509,13 @@ void h_job_log(struct cm_req *r)
 		cm_respond_errorf(r, 400, "validation_error", "INVALID_VALUE", "follow", "follow must be true or false");
 		return;
 	}
-	int slot = follow ? follow_slot(r) : -1;
-	if (follow && slot < 0)
+	int slots[2] = {-1, -1};
+	if (follow && follow_slots(r, slots) < 0)
 		return;
 	job_log(r, id, follow);
-	if (slot >= 0)
-		close(slot);
+	for (int i = 0; i < 2; i++)
+		if (slots[i] >= 0)
+			close(slots[i]);
 }
 
 /* Sends what the build's spool file holds past the read position; -1 when the client went away. */

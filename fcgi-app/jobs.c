@@ -90,13 +90,14 @@ static void emit_job(yajl_gen g, sqlite3_stmt *st)
 
 int cm_hold_slots(const struct cm_app *app, enum cm_hold pool)
 {
-	int n = pool == CM_HOLD_FOLLOW ? app->cfg.workers_max / 4 : app->cfg.workers_max / 2;
-	return n < 1 ? 1 : n;
+	long w = app->cfg.workers_max;
+	long n = pool == CM_HOLD_FOLLOW ? w / 4 : pool == CM_HOLD_WAIT ? w / 2 : w - w / 4;
+	return n < 1 ? 1 : (int)n;
 }
 
 int cm_hold_slot(const struct cm_app *app, enum cm_hold pool)
 {
-	const char *name = pool == CM_HOLD_FOLLOW ? "follow" : "wait";
+	const char *name = pool == CM_HOLD_FOLLOW ? "follow" : pool == CM_HOLD_WAIT ? "wait" : "busy";
 	int slots = cm_hold_slots(app, pool);
 	for (int i = 0; i < slots; i++) {
 		char p[PATH_MAX];
@@ -116,7 +117,7 @@ void cm_respond_pool_full(struct cm_req *r, enum cm_hold pool, const char *code,
 {
 	struct cm_error err;
 	cm_err_set(&err, 503, "unavailable", code, field, "%d requests already %s; %s", cm_hold_slots(r->app, pool),
-		   pool == CM_HOLD_FOLLOW ? "follow job logs" : "wait for jobs", hint);
+		   pool == CM_HOLD_FOLLOW ? "follow job logs" : pool == CM_HOLD_WAIT ? "wait for jobs" : "hold a worker", hint);
 	err.limit = cm_hold_slots(r->app, pool);
 	cm_respond_error(r, &err, "Retry-After: 5\r\n");
 }
@@ -226,7 +227,15 @@ void h_job_get(struct cm_req *r)
 			if (ended)
 				secs = 0;
 		}
-		int rc = cm_job_await(&r->app->db, r->app->runner_sock, id, (long)(secs * 1000), &err);
+		/* the first second is free; past it the wait holds a busy slot, and without one the
+		 * answer is the job as it is then (a long poll may always end early) */
+		long ms = (long)(secs * 1000), free_ms = ms < CM_WAIT_FREE_MS ? ms : CM_WAIT_FREE_MS;
+		int busy = -1;
+		int rc = cm_job_await(&r->app->db, r->app->runner_sock, id, free_ms, &err);
+		if (rc == 0 && ms > free_ms && (busy = cm_hold_slot(r->app, CM_HOLD_BUSY)) >= 0)
+			rc = cm_job_await(&r->app->db, r->app->runner_sock, id, ms - free_ms, &err);
+		if (busy >= 0)
+			close(busy);
 		if (slot >= 0)
 			close(slot);
 		if (rc < 0) {

@@ -261,6 +261,10 @@ int cm_job_wait_while(struct cm_db *db, const char *runner_sock, int64_t id, lon
 				if (now > deadline)
 					break;
 			}
+			if (go_on && !go_on(ud)) {
+				cut = true;
+				goto ended;
+			}
 			usleep(100 * 1000);
 			continue;
 		}
@@ -297,6 +301,7 @@ int cm_job_wait_while(struct cm_db *db, const char *runner_sock, int64_t id, lon
 		if (done)
 			return 0;
 		/* runner went away (or deadline): if the job has ended anyway we are done */
+	ended:;
 		int e = job_ended(db, id, err);
 		if (e < 0)
 			return -1;

@@ -1,7 +1,8 @@
 """loadgen: the mixed-traffic clients of t170 (load) and t180 (faults). Each client works on
 containers of its own and remembers, per container, what the service acknowledged and what
-it attempted since (an unanswered or failed change may still have happened, once), so that
-the end state can be checked against SQLite and Docker."""
+it attempted since (an unanswered or failed change may still have happened, once; one answered
+202 runs on as a job, when the request could not keep its worker waiting), so that the end state
+can be checked against SQLite and Docker."""
 import json
 import random
 import threading
@@ -49,7 +50,7 @@ class Client(threading.Thread):
                     mine.append(c)
                     self.known[c] = {"tags": {json.dumps(base_tags)}, "state": {"created"}, "deleted": False,
                                      "maybe_deleted": False}
-                elif r is None or r.status_code >= 500:
+                elif r is None or r.status_code >= 500 or r.status_code == 202:
                     self.unacked_creates += 1
                 continue
             c = self.rng.choice(mine)
@@ -63,7 +64,7 @@ class Client(threading.Thread):
                 r = self.call("patch tags", "PATCH", "/containers/%s" % c, json={"tags": tags})
                 if r is not None and r.status_code == 200:
                     k["tags"] = {json.dumps(tags)}
-                elif r is None or r.status_code >= 500:
+                elif r is None or r.status_code >= 500 or r.status_code == 202:
                     k["tags"].add(json.dumps(tags))
             elif op < 0.90:
                 cur = next(iter(k["state"]))
@@ -81,7 +82,7 @@ class Client(threading.Thread):
                               json={"timeout": 1} if nxt == "stop" else None)
                 if r is not None and r.status_code == 200:
                     k["state"] = {NEXT_STATE[nxt]}
-                elif r is None or r.status_code >= 500:
+                elif r is None or r.status_code >= 500 or r.status_code == 202:
                     k["state"].add(NEXT_STATE[nxt])
             else:
                 r = self.call("delete", "DELETE", "/containers/%s" % c)
@@ -90,7 +91,7 @@ class Client(threading.Thread):
                 if r is not None and r.status_code in (204, 404):
                     k["deleted"] = True
                     mine.remove(c)
-                elif r is None or r.status_code >= 500:
+                elif r is None or r.status_code >= 500 or r.status_code == 202:
                     k["maybe_deleted"] = True
                     mine.remove(c)
 
