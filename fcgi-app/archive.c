@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -224,6 +225,7 @@ void h_container_archive_get(struct cm_req *r)
 
 struct body_src {
 	struct cm_req *r;
+	long long got; /* bytes of the body read */
 	char buf[IO_CHUNK];
 };
 
@@ -232,7 +234,23 @@ static ssize_t body_read(void *ud, const void **buf)
 	struct body_src *b = ud;
 	int n = FCGX_GetStr(b->buf, sizeof b->buf, b->r->fr->in);
 	*buf = b->buf;
+	if (n > 0)
+		b->got += n;
 	return n > 0 ? n : 0;
+}
+
+/* Whether the whole body arrived: a client that hung up after an entry would otherwise look
+ * like a tar that ended there (libarchive takes EOF at a header boundary as the end). */
+static bool body_complete(const struct body_src *b)
+{
+	const char *cl = cm_req_header(b->r, "CONTENT_LENGTH");
+	if (FCGX_GetError(b->r->fr->in) != 0)
+		return false;
+	if (!cl || !*cl)
+		return true; /* (chunked: nginx aborts the request when the client goes away) */
+	char *end;
+	long long want = strtoll(cl, &end, 10);
+	return *end == '\0' && want == b->got;
 }
 
 struct push {
@@ -298,7 +316,10 @@ static int stage_body(struct cm_req *r, int stg, struct cm_tarclean *t, int *fd,
 	if (!b)
 		return cm_err_internal(err, "out of memory");
 	b->r = r;
+	b->got = 0;
 	int rc = cm_tarclean(body_read, b, *fd, t, err);
+	if (rc == 0 && !body_complete(b))
+		rc = cm_err_validation(err, "INVALID_ARCHIVE", "body", "the body ended before its Content-Length: nothing was extracted");
 	free(b);
 	if (rc == 0 && lseek(*fd, 0, SEEK_SET) < 0)
 		rc = cm_files_path_error(err, errno, "(archive)");

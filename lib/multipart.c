@@ -206,10 +206,15 @@ int cm_multipart_extract(const char *path, const char *boundary, const char *fil
 				break;
 			off += (size_t)w;
 		}
-		if (out < 0 || off < n || close(out) < 0 || rename(tmp, path) < 0) {
+		int e = out < 0 ? errno : off < n ? (errno ? errno : EIO) : 0;
+		if (out >= 0 && close(out) < 0 && !e)
+			e = errno;
+		if (!e && rename(tmp, path) < 0)
+			e = errno;
+		if (e) {
 			unlink(tmp);
-			rc = cm_err_set(err, errno == ENOSPC ? 507 : 500, "io_error", errno == ENOSPC ? "DISK_FULL" : "IO_ERROR", NULL,
-					"cannot store the upload: %s", strerror(errno));
+			rc = cm_err_set(err, e == ENOSPC ? 507 : 500, "io_error", e == ENOSPC ? "DISK_FULL" : "IO_ERROR", NULL,
+					"cannot store the upload: %s", strerror(e));
 		}
 	}
 	munmap(m, len);
