@@ -17,13 +17,47 @@
 #include "runner.h"
 #include "bindpath.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <sys/file.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #define MAX_BINDS 32
 
 static pthread_mutex_t binds_mu = PTHREAD_MUTEX_INITIALIZER;
+/* The lock between stacks: every stack on this host talks to the same engine, and one stack's
+ * check must see the other's create. A file under /run/container-manager (the packaged run
+ * directory and the parent of serve's), 0600: only processes of the user that made it can hold
+ * it (no other host user can stall our starts); a stack of another user falls back to a lock
+ * of its own run directory, and shares no bind roots with this one then (docs/API.md). */
+#define HOST_LOCK "/run/container-manager/binds.lock"
+static int host_lock = -1;
+
+static void lock_binds(struct ctx *c)
+{
+	pthread_mutex_lock(&binds_mu);
+	if (host_lock < 0) {
+		host_lock = open(HOST_LOCK, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		char own[PATH_MAX];
+		if (host_lock < 0 && cm_pathf(own, sizeof own, "%s/binds.lock", c->rn->cfg.run_dir) == 0)
+			host_lock = open(own, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (host_lock < 0)
+			cm_warn("no lock file for bind checks (%s): only this runner's threads are kept apart", strerror(errno));
+	}
+	while (host_lock >= 0 && flock(host_lock, LOCK_EX) < 0 && errno == EINTR)
+		;
+}
+
+static void unlock_binds(void)
+{
+	if (host_lock >= 0)
+		flock(host_lock, LOCK_UN);
+	pthread_mutex_unlock(&binds_mu);
+}
 
 struct bind {
 	const char *src; /* points into the JSON tree it came from */
@@ -126,10 +160,10 @@ int binds_before_create(struct ctx *c, const char *cuid, const struct cm_spec *s
 	size_t n = spec_binds(vols, b);
 	int rc = 0;
 	if (n) {
-		pthread_mutex_lock(&binds_mu);
+		lock_binds(c);
 		rc = check(c, cuid, NULL, b, n, err);
 		if (rc < 0)
-			pthread_mutex_unlock(&binds_mu);
+			unlock_binds();
 		else
 			*held = true;
 	}
@@ -153,10 +187,10 @@ int binds_before_start(struct ctx *c, const char *id, bool *held, struct cm_erro
 	if (n) {
 		const char *cuid = cm_json_get_str(cm_json_get(cm_json_get(insp, "Config"), "Labels"), "io.container-manager.cuid");
 		const char *full = cm_json_get_str(insp, "Id");
-		pthread_mutex_lock(&binds_mu);
+		lock_binds(c);
 		rc = check(c, cuid, full ? full : id, b, n, err);
 		if (rc < 0)
-			pthread_mutex_unlock(&binds_mu);
+			unlock_binds();
 		else
 			*held = true;
 	}
@@ -167,5 +201,5 @@ int binds_before_start(struct ctx *c, const char *id, bool *held, struct cm_erro
 void binds_after(bool held)
 {
 	if (held)
-		pthread_mutex_unlock(&binds_mu);
+		unlock_binds();
 }
