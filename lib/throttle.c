@@ -55,6 +55,8 @@ struct cm_throttle *cm_throttle_new(uint32_t nslots)
 	if (rc != 0)
 		goto fail;
 	t->nslots = nslots;
+	if (cm_random_bytes(&t->seed, sizeof t->seed) < 0)
+		goto fail;
 	return t;
 fail:
 	munmap(t, sz);
@@ -67,9 +69,9 @@ static void lock(struct cm_throttle *t)
 		pthread_mutex_consistent(&t->mu); /* the counters are plain numbers: still usable */
 }
 
-static uint64_t key_hash(const char *key)
+static uint64_t key_hash(const struct cm_throttle *t, const char *key)
 {
-	uint64_t x = 1469598103934665603ULL;
+	uint64_t x = 1469598103934665603ULL ^ t->seed;
 	for (const char *c = key; *c; c++)
 		x = (x ^ (unsigned char)*c) * 1099511628211ULL;
 	return x;
@@ -85,7 +87,7 @@ static bool lapsed(const struct cm_fail_slot *s, uint32_t w)
  * when every candidate holds another live key; else NULL (*full: no candidate was free). */
 static struct cm_fail_slot *find(struct cm_throttle *t, const char *key, uint32_t w, bool create, bool *full)
 {
-	uint64_t h = key_hash(key);
+	uint64_t h = key_hash(t, key);
 	struct cm_fail_slot *spare = NULL;
 	for (uint32_t i = 0; i < CM_THROTTLE_PROBE && i < t->nslots; i++) {
 		struct cm_fail_slot *s = &t->slots[(h + i) % t->nslots];

@@ -21,6 +21,7 @@ struct cm_fail_slot {
 struct cm_throttle {
 	pthread_mutex_t mu;        /* process-shared and robust: a worker killed holding it is no deadlock */
 	uint32_t nslots;
+	uint64_t seed;             /* random, so that nobody can choose addresses whose slots collide */
 	struct cm_fail_slot overflow; /* every address that found no slot shares this counter */
 	struct cm_fail_slot slots[];
 };
