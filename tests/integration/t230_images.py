@@ -32,19 +32,6 @@ def mkzip(files):
     return b.getvalue()
 
 
-def mktar(files, mode="w", special=None):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode=mode) as t:
-        for name, data in files.items():
-            data = data.encode() if isinstance(data, str) else data
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            t.addfile(ti, io.BytesIO(data))
-        for ti in special or []:
-            t.addfile(ti)
-    return b.getvalue()
-
-
 def image_id(ref):
     st, body = docker_request("GET", "/images/%s/json" % urllib.parse.quote(ref, safe=""))
     return body.get("Id") if st == 200 and isinstance(body, dict) else None

@@ -28,17 +28,6 @@ LINES = 40000          # each line is 64 bytes: 2.4 MiB
 PAD = "x" * 44
 
 
-def mktar(files):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w") as t:
-        for name, data in files.items():
-            data = data.encode()
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            t.addfile(ti, io.BytesIO(data))
-    return b.getvalue()
-
-
 def follow(s, job, out, started=None):
     try:
         with s.get("/jobs/%s/log" % job, params={"follow": 1}, stream=True, timeout=300) as fr:

@@ -29,17 +29,6 @@ INSTANCE_LABEL = "io.container-manager.instance"
 SLEEPER_CMD = 'CMD ["sleep", "3600"]'
 
 
-def mktar(files):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w") as t:
-        for name, data in files.items():
-            data = data.encode()
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            t.addfile(ti, io.BytesIO(data))
-    return b.getvalue()
-
-
 def instance_containers(st):
     rows = st.db_query("SELECT lower(hex(value)) FROM settings WHERE key = 'instance_id'")
     inst = rows[0][0][:16] if rows and rows[0][0] else "none"

@@ -16,6 +16,7 @@ import base64
 import datetime
 import hashlib
 import http.client
+import io
 import json
 import os
 import random
@@ -26,6 +27,7 @@ import sqlite3
 import string
 import subprocess
 import sys
+import tarfile
 import time
 import traceback
 import urllib.parse
@@ -741,3 +743,17 @@ def fcgi_request(path, params):
             out += buf[8:8 + clen]
         buf = buf[8 + clen + plen:]
     return out
+
+
+def mktar(files, mode="w", special=None):
+    """A tar (bytes) of {name: str or bytes} regular files, plus the TarInfo entries of special."""
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode=mode) as t:
+        for name, data in files.items():
+            data = data.encode() if isinstance(data, str) else data
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+        for ti in special or []:
+            t.addfile(ti)
+    return b.getvalue()
