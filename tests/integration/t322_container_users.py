@@ -159,7 +159,10 @@ def section_harpoon(t):
 def main(t):
     s = api()
     section_apps(t, s)
-    section_harpoon(t)
+    if os.environ.get("CM_IT_NO_SERVE") == "1":
+        t.skip("harpoon containers of private serve stacks", "no serve launcher (the installed units)")
+    else:
+        section_harpoon(t)
     # a bad setting refuses to start
     import subprocess
     import tempfile
