@@ -24,6 +24,19 @@ def fcgi_tree():
     return sup, workers
 
 
+def workers_min():
+    """WORKERS_MIN of this stack's env file (2 when it sets none)."""
+    try:
+        with open(os.environ.get("CM_ENV_FILE", "")) as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                if k == "WORKERS_MIN" and v.strip().strip('"').isdigit():
+                    return int(v.strip().strip('"'))
+    except OSError:
+        pass
+    return 2
+
+
 def runner_pid():
     ps = find_procs("cm-runner")
     if not ps:
@@ -95,8 +108,13 @@ def main(t):
     for x in streams:
         x.start()
     time.sleep(0.5)
-    victim = workers[-1]
-    os.kill(victim, signal.SIGKILL)
+    # kill all but WORKERS_MIN - 1 of them, so that the supervisor must start new ones (a pool
+    # that had grown above WORKERS_MIN may rightly stay smaller after losing one worker)
+    need = workers_min()
+    victims = workers[max(need - 1, 0):] or workers[-1:]
+    t.diag("%d workers, killing %d (WORKERS_MIN=%d)" % (len(workers), len(victims), need))
+    for v in victims:
+        os.kill(v, signal.SIGKILL)
     t_kill = time.monotonic()
     time.sleep(1.5)
     for x in streams:
@@ -117,10 +135,11 @@ def main(t):
 
     def respawned():
         sup2, w2 = fcgi_tree()
-        return sup2 == sup and victim not in w2 and len(w2) >= len(workers) and (set(w2) - set(workers))
+        return (sup2 == sup and not set(victims) & set(w2) and len(w2) >= min(need, len(workers))
+                and (set(w2) - set(workers)))
 
-    t.ok(wait_until(respawned, timeout=10), "the supervisor respawned the worker (same supervisor, new pid)",
-         {"before": [sup, workers], "after": fcgi_tree()})
+    t.ok(wait_until(respawned, timeout=10), "the supervisor respawned workers (same supervisor, new pids, at least "
+         "WORKERS_MIN=%d again)" % need, {"before": [sup, workers], "killed": victims, "after": fcgi_tree()})
     t.ok(all(s.get("/containers", params={"limit": 1}).status_code == 200 for _ in range(20)),
          "20 more requests after the respawn succeed")
 
