@@ -11,17 +11,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from cmtest import *  # noqa: E402,F403
 
 
-def make_tar(files):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w") as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mode = 0o644
-            tf.addfile(ti, io.BytesIO(data))
-    return b.getvalue()
-
-
 def main(t):
     s = api()
     c = must_create(s, t)["cuid"]
@@ -36,7 +25,7 @@ def main(t):
     names = tarfile.open(fileobj=io.BytesIO(r.content)).getnames()
     t.ok("etc/hostname" in names, "the tar stream holds the container's /etc/hostname", names[:10])
     payload = {"hello.txt": b"hello from a tar\n", "sub/dir/x.bin": os.urandom(5000)}
-    r = s.put("/containers/%s/archive" % c, params={"path": "/app"}, data=make_tar(payload),
+    r = s.put("/containers/%s/archive" % c, params={"path": "/app"}, data=mktar(payload),
               headers={"Content-Type": "application/x-tar"})
     t.status(r, 200, "PUT archive into /app")
     rc, out = docker_exec(c, ["cat", "/app/hello.txt"])
@@ -48,7 +37,7 @@ def main(t):
     check_error(t, s.get("/containers/%s/archive" % c), 400, code="INVALID_PATH")
     check_error(t, s.put("/containers/%s/archive" % c, params={"path": "/app"}, data=b"x",
                          headers={"Content-Type": "text/plain"}), 400, code="INVALID_CONTENT_TYPE")
-    check_error(t, s.put("/containers/%s/archive" % c, params={"path": "/nonexistent"}, data=make_tar({"a": b"1"}),
+    check_error(t, s.put("/containers/%s/archive" % c, params={"path": "/nonexistent"}, data=mktar({"a": b"1"}),
                          headers={"Content-Type": "application/x-tar"}), 404, code="PATH_NOT_FOUND")
     check_error(t, s.get("/containers/%s/archive" % sibling_cuid(c), params={"path": "/etc"}), 404,
                 code="CONTAINER_NOT_FOUND")

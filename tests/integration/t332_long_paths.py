@@ -22,17 +22,6 @@ from cmtest import *  # noqa: E402,F403
 TAR = {"Content-Type": "application/x-tar"}
 
 
-def make_tar(files):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w") as tf:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mode = 0o644
-            tf.addfile(ti, io.BytesIO(data))
-    return b.getvalue()
-
-
 def esc_len(p):
     # libcurl's escape: unreserved bytes stay, every other byte becomes %XX
     return sum(1 if (c.isalnum() or c in "-._~") else 3 for c in p)
@@ -68,7 +57,7 @@ def main(t):
     t.eq(rc, 0, "a decoy f.txt in the shorter path", out)
 
     # PUT into the full path
-    r = s.put("/containers/%s/archive" % c, params={"path": full}, data=make_tar({"f.txt": b"the full path\n"}),
+    r = s.put("/containers/%s/archive" % c, params={"path": full}, data=mktar({"f.txt": b"the full path\n"}),
               headers=TAR)
     t.status(r, 200, "PUT archive to the %d-byte path" % len(full))
     rc, out = docker_exec(c, ["cat", full + "/f.txt"])
